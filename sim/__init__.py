@@ -1,0 +1,19 @@
+"""`sim`: a federated-learning simulation harness on Flower's Ray simulation engine.
+
+Importing the package switches off everything that would contact outside hosts, before
+`flwr` or `ray` can be imported: Flower telemetry and Ray usage statistics. A user who
+wants them sets the variables before starting Python (we only fill in defaults).
+"""
+
+import os
+
+OFFLINE_ENVIRONMENT = {
+    "FLWR_TELEMETRY_ENABLED": "0",  # Flower: no telemetry events to flower.ai
+    "RAY_USAGE_STATS_ENABLED": "0",  # Ray: no usage statistics to anyscale
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",  # Ray: quiet warning on containers
+    "RAY_DEDUP_LOGS": "0",  # Ray: worker logs (when shown) as they are
+}
+for _key, _value in OFFLINE_ENVIRONMENT.items():
+    os.environ.setdefault(_key, _value)
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""The Flower ClientApp: each message carries a pack of virtual client ids.
+
+A message's config names the clients (`cids`), the round and every training setting, so
+the app itself holds nothing but a `DataHandle`. For each client in the pack the global
+model is loaded, trained on that client's partition with a seed derived from
+(seed, round, client id), and folded into an example-weighted mean; the reply is that
+mean with the pack's total example count, which a weighted-mean strategy aggregates
+exactly as it would the clients one by one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from hydra.utils import get_class
+
+from sim.client_data import ClientData, DataHandle
+from sim.training import Normalizer, TrainSettings, evaluate, gather, task_seed, train_local
+
+
+@lru_cache(maxsize=1)
+def _use_threads(n: int) -> None:
+    """Give torch this many threads in this worker process (set once)."""
+    torch.set_num_threads(n)
+
+
+def task_device(config: ConfigRecord) -> torch.device:
+    """The GPU when this task was given a GPU share and one is visible, else the CPU."""
+    if bool(config.get("use-gpu", False)) and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def build_model(config: ConfigRecord, device: torch.device) -> torch.nn.Module:
+    """Instantiate the model named in the message config (`model-target` and shape keys)."""
+    model_cls = get_class(str(config["model-target"]))
+    model = model_cls(
+        in_channels=int(config["in-channels"]),
+        image_size=int(config["image-size"]),
+        num_classes=int(config["num-classes"]),
+    )
+    return model.to(device)
+
+
+def _prepare(config: ConfigRecord) -> tuple[torch.device, Normalizer]:
+    _use_threads(max(1, int(config.get("client-cpus", 1))))
+    device = task_device(config)
+    return device, Normalizer(list(config["mean"]), list(config["std"]), device)
+
+
+def train_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -> tuple[dict, MetricRecord]:
+    """Train every client of the pack from `arrays`; return their weighted-mean weights and metrics."""
+    device, normalize = _prepare(config)
+    settings = TrainSettings(
+        epochs=int(config["epochs"]),
+        batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]),
+        momentum=float(config["momentum"]),
+        weight_decay=float(config["weight-decay"]),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    seed, server_round = int(config["seed"]), int(config["server-round"])
+    model = build_model(config, device)
+    start_state = arrays.to_torch_state_dict()
+    total = 0
+    loss_sum = 0.0
+    weight_sum: dict[str, torch.Tensor] = {}
+    for cid in config["cids"]:
+        x, y = gather(data.images, data.labels, data.train_ids(cid), device)
+        if len(y) == 0:
+            continue
+        model.load_state_dict(start_state)
+        loss = train_local(model, x, y, settings, normalize, task_seed(seed, server_round, cid))
+        n = len(y)
+        for key, value in model.state_dict().items():
+            contribution = value.detach().double() * n
+            weight_sum[key] = weight_sum[key] + contribution if key in weight_sum else contribution
+        total += n
+        loss_sum += loss * n
+    if total == 0:
+        raise ValueError(f"clients {list(config['cids'])} have no training examples")
+    mean_state = {k: (v / total).float().cpu() for k, v in weight_sum.items()}
+    metrics = MetricRecord(
+        {"num-examples": total, "train_loss": loss_sum / total, "clients": len(config["cids"]), "failures": 0}
+    )
+    return mean_state, metrics
+
+
+def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -> MetricRecord:
+    """Evaluate the global model on each client's validation share; example-weighted totals."""
+    device, normalize = _prepare(config)
+    model = build_model(config, device)
+    model.load_state_dict(arrays.to_torch_state_dict())
+    batch_size = int(config["eval-batch-size"])
+    total, loss_sum, correct = 0, 0.0, 0.0
+    for cid in config["cids"]:
+        loss, acc, n = evaluate(model, data.images, data.labels, data.val_ids(cid), batch_size, normalize, device)
+        total += n
+        loss_sum += loss * n
+        correct += acc * n
+    denominator = max(total, 1)
+    return MetricRecord(
+        {
+            "num-examples": total,
+            "eval_loss": loss_sum / denominator,
+            "eval_acc": correct / denominator,
+            "clients": len(config["cids"]),
+            "failures": 0,
+        }
+    )
+
+
+def build_client_app(handle: DataHandle) -> ClientApp:
+    """A ClientApp whose tasks read the data behind `handle`."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        state, metrics = train_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+        content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        metrics = evaluate_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app

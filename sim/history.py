@@ -1,0 +1,116 @@
+"""Per-round history of a run: `history.csv`, `summary.json` and `curves.png`.
+
+`history.csv` has one row per round, round 0 being the initial central evaluation. Each
+row is appended and flushed (and fsynced) as soon as its round ends, so an interrupted
+run keeps every finished round and the file is always valid CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+COLUMNS = (
+    "round",
+    "train_clients",
+    "train_failures",
+    "eval_clients",
+    "eval_failures",
+    "train_loss",
+    "fed_eval_loss",
+    "fed_eval_acc",
+    "central_loss",
+    "central_acc",
+    "round_s",
+    "elapsed_s",
+)
+TIME_COLUMNS = ("round_s", "elapsed_s")
+
+
+def _cell(value: Any) -> str:
+    """CSV text for one value: empty for None/NaN, repr-exact floats."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class HistoryWriter:
+    """Appends rows to `history.csv`, writing the header once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with self.path.open("w", newline="") as f:
+                f.write(",".join(COLUMNS) + "\n")
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Write one round's row (missing columns stay empty) and flush it to disk."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown history columns: {sorted(unknown)}")
+        with self.path.open("a", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerow([_cell(row.get(c)) for c in COLUMNS])
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    tmp = Path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def summarize(history, wall_s: float, manifest: str | None) -> dict[str, Any]:
+    """Final and best central accuracy, rounds and wall time from a history DataFrame."""
+    central = history.dropna(subset=["central_acc"])
+    best = central.loc[central["central_acc"].idxmax()] if len(central) else None
+    last = central.iloc[-1] if len(central) else None
+    return {
+        "rounds": int(history["round"].max()) if len(history) else 0,
+        "final_central_acc": None if last is None else float(last["central_acc"]),
+        "final_central_loss": None if last is None else float(last["central_loss"]),
+        "best_central_acc": None if best is None else float(best["central_acc"]),
+        "best_round": None if best is None else int(best["round"]),
+        "wall_s": round(wall_s, 3),
+        "partition_manifest": manifest,
+    }
+
+
+def plot_curves(history, path: Path, title: str = "") -> None:
+    """Accuracy (central and federated) and loss against round, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for column, label in (("central_acc", "central"), ("fed_eval_acc", "federated eval")):
+        points = history.dropna(subset=[column])
+        if len(points):
+            acc_ax.plot(points["round"], points[column], marker="o", ms=3, label=label)
+    for column, label in (
+        ("central_loss", "central"),
+        ("fed_eval_loss", "federated eval"),
+        ("train_loss", "train"),
+    ):
+        points = history.dropna(subset=[column])
+        if len(points):
+            loss_ax.plot(points["round"], points[column], marker="o", ms=3, label=label)
+    acc_ax.set(xlabel="round", ylabel="accuracy", title="accuracy")
+    loss_ax.set(xlabel="round", ylabel="loss", title="loss")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

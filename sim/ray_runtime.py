@@ -1,0 +1,74 @@
+"""Starting, attaching to and stopping Ray for one run.
+
+With `resources.address` unset the harness starts a private Ray instance sized by
+`resources.ray_cpus` / `ray_gpus`; with an address it attaches to that cluster and
+leaves it running afterwards. The dashboard is never started, Ray's usage stats are off
+(see `sim/__init__.py`), and worker logs reach the console only when `verbose=true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sim import OFFLINE_ENVIRONMENT
+
+log = logging.getLogger(__name__)
+
+
+def client_resources(resources) -> dict[str, float]:
+    """Flower's `client_resources` from the `resources` config node."""
+    return {"num_cpus": float(resources.client_cpus), "num_gpus": float(resources.client_gpus)}
+
+
+def ray_init_kwargs(resources, verbose: bool) -> dict[str, Any]:
+    """Arguments for `ray.init` from the `resources` config node."""
+    pythonpath = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
+    env_vars = {**OFFLINE_ENVIRONMENT, "PYTHONPATH": pythonpath}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "logging_level": logging.INFO if verbose else logging.WARNING,
+        "log_to_driver": bool(verbose),
+        "runtime_env": {"env_vars": env_vars},
+    }
+    if resources.address:
+        kwargs["address"] = str(resources.address)
+        return kwargs
+    if resources.ray_cpus is not None:
+        kwargs["num_cpus"] = int(resources.ray_cpus)
+    if resources.ray_gpus is not None:
+        kwargs["num_gpus"] = int(resources.ray_gpus)
+    return kwargs
+
+
+def concurrency(resources) -> int:
+    """Client tasks that run at once: min(cpus / client_cpus, gpus / client_gpus), per node.
+
+    This is Flower's own actor-pool arithmetic, so it is exactly the pool it will build.
+    """
+    from flwr.simulation.ray_transport.ray_actor import pool_size_from_resources
+
+    return pool_size_from_resources(client_resources(resources))
+
+
+@contextmanager
+def ray_session(resources, verbose: bool) -> Iterator[None]:
+    """Start (or attach to) Ray for the duration of the block; always disconnect after.
+
+    Disconnecting from an existing cluster leaves the cluster itself running.
+    """
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    kwargs = ray_init_kwargs(resources, verbose)
+    log.debug("ray.init(%s)", kwargs)
+    ray.init(**kwargs)
+    try:
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()

@@ -1,0 +1,139 @@
+"""Flower strategies with the harness's own client sampling and a fixed aggregation order.
+
+Each class here is a `flwr.serverapp.strategy` strategy plus `VirtualClients`, which
+replaces Flower's node sampling: the strategy still builds its message content (so a
+strategy's own config entries, such as FedProx's `proximal-mu`, reach the clients), and
+the mixin addresses one copy per pack of virtual clients to a fixed supernode, adds the
+pack's client ids, and sorts replies by pack before the strategy aggregates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
+
+from sim.sampling import RoundPlanner
+
+WEIGHT_KEY = "num-examples"  # reply metric that weighs a reply in every mean
+COUNT_KEYS = ("clients", "failures")  # reply metrics that are summed, not averaged
+
+
+class RoundObserver(Protocol):
+    """Receives what each round's replies say (the history writer implements it)."""
+
+    def record_train(self, server_round: int, clients: int, failures: int, metrics: MetricRecord | None) -> None: ...
+
+    def record_evaluate(self, server_round: int, clients: int, failures: int, metrics: MetricRecord | None) -> None: ...
+
+
+def aggregate_reply_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Example-weighted mean of every reply metric, except counts, which are summed.
+
+    Replies that carry no examples (a client without validation data) add to the counts
+    but not to the means.
+    """
+    metrics = [next(iter(r.metric_records.values())) for r in records]
+    total = sum(float(m[weight_key]) for m in metrics)
+    result = MetricRecord()
+    for key in COUNT_KEYS:
+        result[key] = int(sum(int(m.get(key, 0)) for m in metrics))
+    result[weight_key] = int(total)
+    if total <= 0:
+        return result
+    for m in metrics:
+        share = float(m[weight_key]) / total
+        for key, value in m.items():
+            if key in COUNT_KEYS or key == weight_key or isinstance(value, list):
+                continue
+            result[key] = float(result.get(key, 0.0)) + float(value) * share
+    return result
+
+
+class VirtualClients:
+    """Mixin for a `flwr.serverapp.strategy` class: the harness's sampling and ordering.
+
+    Keyword arguments: `planner` (a `RoundPlanner`), `observer` (a `RoundObserver`),
+    `packable` (read from the strategy config; the planner already applies it). The
+    rest go to the Flower strategy.
+    """
+
+    def __init__(self, *, planner: RoundPlanner, observer: RoundObserver, packable: bool = True, **kwargs: Any):
+        kwargs.setdefault("train_metrics_aggr_fn", aggregate_reply_metrics)
+        kwargs.setdefault("evaluate_metrics_aggr_fn", aggregate_reply_metrics)
+        kwargs.setdefault("min_available_nodes", 1)
+        kwargs.setdefault("min_train_nodes", 1)
+        kwargs.setdefault("min_evaluate_nodes", 1 if planner.eval_clients_per_round else 0)
+        kwargs.setdefault("fraction_evaluate", 1.0 if planner.eval_clients_per_round else 0.0)
+        super().__init__(**kwargs)
+        self.planner = planner
+        self.observer = observer
+        self.packable = packable
+        self._pack_of_node: dict[int, list[int]] = {}
+
+    def _address(self, template: list[Message], packs: list[list[int]], grid: Grid) -> list[Message]:
+        """One copy of the strategy's message content per pack, to supernodes in id order."""
+        self._pack_of_node = {}
+        if not template or not packs:
+            return []
+        nodes = sorted(grid.get_node_ids())
+        if len(packs) > len(nodes):
+            raise RuntimeError(f"{len(packs)} packs of clients but only {len(nodes)} supernodes")
+        content, kind = template[0].content, template[0].metadata.message_type
+        messages = []
+        for node, pack in zip(nodes, packs):
+            config = ConfigRecord(dict(content[self.configrecord_key]))
+            config["cids"] = pack
+            records = {key: value for key, value in content.items() if key != self.configrecord_key}
+            records[self.configrecord_key] = config
+            messages.append(Message(RecordDict(records), dst_node_id=node, message_type=kind))
+            self._pack_of_node[node] = pack
+        return messages
+
+    def _sorted_replies(self, replies: Iterable[Message]) -> tuple[list[Message], int, int]:
+        """Replies in supernode (= pack) order, plus client and failure counts."""
+        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
+        clients = failures = 0
+        for msg in ordered:
+            pack = self._pack_of_node.get(msg.metadata.src_node_id, [])
+            if msg.has_error():
+                clients += len(pack)
+                failures += len(pack)
+            else:
+                metrics = next(iter(msg.content.metric_records.values()))
+                clients += int(metrics.get("clients", len(pack)))
+                failures += int(metrics.get("failures", 0))
+        answered = {m.metadata.src_node_id for m in ordered}
+        lost = sum(len(p) for n, p in self._pack_of_node.items() if n not in answered)
+        return ordered, clients + lost, failures + lost
+
+    def configure_train(self, server_round: int, arrays, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        template = list(super().configure_train(server_round, arrays, config, grid))
+        return self._address(template, self.planner.train_packs(server_round), grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        ordered, clients, failures = self._sorted_replies(replies)
+        arrays, metrics = super().aggregate_train(server_round, ordered)
+        self.observer.record_train(server_round, clients, failures, metrics)
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        packs = self.planner.evaluate_packs(server_round)
+        if not packs:
+            self._pack_of_node = {}
+            return []
+        template = list(super().configure_evaluate(server_round, arrays, config, grid))
+        return self._address(template, packs, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
+        ordered, clients, failures = self._sorted_replies(replies)
+        metrics = super().aggregate_evaluate(server_round, ordered) if ordered else None
+        self.observer.record_evaluate(server_round, clients, failures, metrics)
+        return metrics
+
+
+class FedAvg(VirtualClients, flwr_strategy.FedAvg):
+    """FedAvg with the harness's client sampling."""

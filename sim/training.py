@@ -1,0 +1,138 @@
+"""Local training and evaluation straight from uint8 image arrays.
+
+No DataLoader, no PIL, no per-sample transforms: a client gathers its examples once per
+task as one uint8 tensor (on the GPU when it has one), and each mini-batch is converted
+to float and normalised on the fly. The same functions serve the Flower clients, the
+server's central evaluation and the plain-PyTorch reference loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one client's local training."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0  # FedProx: weight of (mu/2)·||w - w_global||²; 0 is plain SGD
+
+
+class Normalizer:
+    """Turns uint8 NHWC batches into normalised float NCHW batches on one device."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255.0
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * 255.0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) uint8 -> (B, C, H, W) float32, (x/255 - mean) / std."""
+        x = images.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+
+def gather(images: np.ndarray, labels: np.ndarray, selection, device: torch.device):
+    """Copy the selected examples (an index array or a slice) to `device` as tensors.
+
+    Images stay uint8 (a quarter of float32's bytes); labels become int64.
+    """
+    if not isinstance(selection, slice):
+        selection = np.asarray(selection, dtype=np.int64)
+    x = np.array(images[selection], dtype=np.uint8, copy=True, order="C")
+    y = np.array(labels[selection], dtype=np.int64, copy=True)
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+def train_local(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    normalize: Normalizer,
+    seed: int,
+) -> float:
+    """Train `model` in place with SGD on (x, y); return the example-weighted mean loss.
+
+    The batch order comes from a generator seeded with `seed`, so the same seed, data
+    and starting weights give the same result on the CPU.
+    """
+    n = int(y.shape[0])
+    if n == 0:
+        raise ValueError("cannot train on an empty partition")
+    model.train()
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    anchor = None
+    if settings.proximal_mu > 0:
+        anchor = [p.detach().clone() for p in model.parameters()]
+    generator = torch.Generator().manual_seed(seed)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+    seen = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(n, generator=generator).to(y.device)
+        for start in range(0, n, settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            logits = model(normalize(x[batch]))
+            loss = F.cross_entropy(logits, y[batch])
+            objective = loss
+            if anchor is not None:
+                drift = sum((p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor))
+                objective = loss + 0.5 * settings.proximal_mu * drift
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * len(batch)
+            seen += len(batch)
+    return float(loss_sum) / seen
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray | None,
+    batch_size: int,
+    normalize: Normalizer,
+    device: torch.device,
+) -> tuple[float, float, int]:
+    """Mean cross-entropy loss, accuracy and example count of `model` on a subset.
+
+    `indices=None` means every example. Batches are gathered one at a time, so the
+    full test set is never copied as floats.
+    """
+    model.eval()
+    total = len(labels) if indices is None else len(indices)
+    if total == 0:
+        return 0.0, 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        chunk = slice(start, stop) if indices is None else indices[start:stop]
+        xb, yb = gather(images, labels, chunk, device)
+        logits = model(normalize(xb))
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == yb).sum()
+    return float(loss_sum) / total, int(correct) / total, total
+
+
+def task_seed(seed: int, server_round: int, client_id: int) -> int:
+    """A 63-bit seed for one client's task in one round, derived from the run's seed."""
+    state = np.random.SeedSequence([seed, server_round, client_id]).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
