@@ -1,0 +1,66 @@
+"""Shared test helpers: config composition, the shared CIFAR-10 copy, CLI runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+CIFAR10_ARCHIVE = Path(
+    os.environ.get("SIM_CIFAR10_ARCHIVE", REPO.parent / "shared" / "cifar10" / "cifar10-jpeg.tar.gz")
+)
+
+# A run small enough for seconds on two cores: synthetic data, few clients, few rounds.
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train=600",
+    "dataset.num_test=200",
+    "num_clients=6",
+    "clients_per_round=3",
+    "eval_clients_per_round=2",
+    "num_rounds=2",
+    "client.batch_size=16",
+]
+
+
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """The real config tree composed with `overrides`, as the CLI would see it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 240, module: str = "sim", env: dict | None = None):
+    """`python -m <module> args...` in `cwd`; returns the CompletedProcess (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Run directories (those holding a history.csv) under `cwd/results`, oldest first."""
+    return sorted(p.parent for p in (cwd / "results").rglob("history.csv"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data/cache folder for the whole session, so each source is decoded once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def cifar10_archive() -> Path:
+    """The shared CIFAR-10 JPEG archive, or skip."""
+    if not CIFAR10_ARCHIVE.exists():
+        pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR10_ARCHIVE}")
+    return CIFAR10_ARCHIVE
