@@ -1,0 +1,149 @@
+"""Image-folder data sets: `train/<class>/*` and `test/<class>/*` as a directory or an archive.
+
+`.tar`, `.tar.gz`/`.tgz` and `.zip` archives are read in memory in one pass (nothing is
+extracted to disk); a single top-level folder wrapping `train/` and `test/` is allowed. Class
+index = position of the folder name in sorted order, and train and test must have the same
+classes. Samples are ordered by (split, class, file name), so the result does not depend on the
+order of files in the archive. Every problem is one `DataError` that names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sim.data import DataError, Dataset
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+MODES = {1: "L", 3: "RGB"}
+EXPECTED = "expected train/<class>/* and test/<class>/*"
+
+
+def read_image_folder(path: Path, name: str, channels: int, image_size: int) -> Dataset:
+    """Decode the image folder or archive at `path` into uint8 (N, size, size, channels) arrays."""
+    if channels not in MODES:
+        raise DataError(f"dataset.channels={channels} must be 1 or 3 for image folders")
+    if not path.exists():
+        raise DataError(f"dataset.path={path} does not exist")
+    members = _strip_wrapper(_list_files(path), path)
+    entries = {
+        (parts[0], parts[1], "/".join(parts[2:])): data
+        for parts, data in members.items()
+        if len(parts) >= 3 and parts[0] in SPLITS
+    }
+    for split in SPLITS:
+        if not any(key[0] == split for key in entries):
+            raise DataError(f"{path} has no {split}/<class>/ images ({EXPECTED})")
+    classes = {split: sorted({c for s, c, _ in entries if s == split}) for split in SPLITS}
+    if classes["train"] != classes["test"]:
+        raise DataError(
+            f"{path}: train/ and test/ have different class folders "
+            f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})"
+        )
+    index = {c: i for i, c in enumerate(classes["train"])}
+    arrays = {}
+    for split in SPLITS:
+        keys = sorted(k for k in entries if k[0] == split)
+        images = np.empty((len(keys), image_size, image_size, channels), dtype=np.uint8)
+        for i, key in enumerate(keys):
+            where = f"{path}:{'/'.join(key)}"
+            images[i] = _decode(entries[key], where, MODES[channels], image_size)
+        labels = np.array([index[c] for _, c, _ in keys], dtype=np.int64)
+        arrays[split] = (images, labels)
+    return Dataset(
+        train_images=arrays["train"][0],
+        train_labels=arrays["train"][1],
+        test_images=arrays["test"][0],
+        test_labels=arrays["test"][1],
+        classes=tuple(classes["train"]),
+        name=name,
+    )
+
+
+def _decode(data: bytes, where: str, mode: str, size: int) -> np.ndarray:
+    """One image as a (size, size, channels) uint8 array."""
+    try:
+        image = Image.open(io.BytesIO(data))  # in-memory: nothing to close
+        if image.size != (size, size):
+            width, height = image.size
+            expected = f"expected {size}x{size} (dataset.image_size)"
+            raise DataError(f"{where} is {width}x{height}, {expected}")
+        array = np.asarray(image if image.mode == mode else image.convert(mode))
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow raises many types on damaged files
+        raise DataError(f"cannot read image {where} ({exc})") from exc
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _keep(name: str) -> tuple[str, ...] | None:
+    """Path parts of an archive/dir member worth reading (an image, not hidden), else None."""
+    parts = tuple(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+    if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None
+    if os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
+        return None
+    return parts
+
+
+def _list_files(path: Path) -> dict[tuple[str, ...], bytes]:
+    """Every image file under `path` (a directory or an archive) as path parts -> bytes."""
+    files: dict[tuple[str, ...], bytes] = {}
+    lower = path.name.lower()
+    try:
+        if path.is_dir():
+            for root, _, names in os.walk(path):
+                for file_name in names:
+                    file = Path(root, file_name)
+                    parts = _keep(file.relative_to(path).as_posix())
+                    if parts is not None:
+                        files[parts] = file.read_bytes()
+        elif lower.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    parts = None if info.is_dir() else _keep(info.filename)
+                    if parts is not None:
+                        files[parts] = archive.read(info)
+        elif lower.endswith(TAR_SUFFIXES):
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    parts = _keep(member.name) if member.isfile() else None
+                    if parts is not None:
+                        fh = archive.extractfile(member)
+                        assert fh is not None  # regular files always have a payload
+                        files[parts] = fh.read()
+        else:
+            raise DataError(
+                f"dataset.path={path} is neither a directory nor a .tar/.tar.gz/.tgz/.zip archive"
+            )
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc})") from exc
+    return files
+
+
+def _strip_wrapper(files: dict[tuple[str, ...], bytes], path: Path) -> dict[tuple[str, ...], bytes]:
+    """Drop a single top-level folder that wraps train/ and test/, if there is one."""
+    if not files:
+        raise DataError(f"{path} holds no image files ({EXPECTED})")
+    if any(parts[0] in SPLITS for parts in files):
+        return files
+    tops = {parts[0] for parts in files}
+    if len(tops) == 1 and any(len(parts) > 1 and parts[1] in SPLITS for parts in files):
+        logger.debug("image folder %s is wrapped in %s/", path, tops.pop())
+        return {parts[1:]: data for parts, data in files.items() if len(parts) > 1}
+    raise DataError(
+        f"{path} has no train/ and test/ folders at the top or inside one wrapper folder "
+        f"(found {', '.join(sorted(tops)[:5])})"
+    )
