@@ -2,7 +2,8 @@
 
 Importing the package switches off everything that would contact outside hosts, before
 `flwr` or `ray` can be imported: Flower telemetry and Ray usage statistics. A user who
-wants them sets the variables before starting Python (we only fill in defaults).
+wants them sets the variables before starting Python (we only fill in defaults). It also
+registers the two small OmegaConf resolvers that conf/config.yaml uses for `resume=`.
 """
 
 import os
@@ -15,5 +16,11 @@ OFFLINE_ENVIRONMENT = {
 }
 for _key, _value in OFFLINE_ENVIRONMENT.items():
     os.environ.setdefault(_key, _value)
+
+# Resolvers used by conf/config.yaml (registered on import, before Hydra composes).
+from omegaconf import OmegaConf  # noqa: E402
+
+OmegaConf.register_new_resolver("sim_or", lambda value, default: value or default, replace=True)
+OmegaConf.register_new_resolver("sim_unless", lambda value, default: None if value else default, replace=True)
 
 __version__ = "0.1.0"

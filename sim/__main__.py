@@ -6,24 +6,90 @@
     python -m sim -m client.lr=0.01,0.05 seed=0,1   # a sweep under results/multirun/
 """
 
+import logging
+import os
+import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
+from sim.data import DataError
+from sim.interrupt import Interrupted
+from sim.server_app import RunAborted
+from sim.validate import ConfigError, validate
+
+USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
+EXIT_BAD_INPUT = 2
+EXIT_RUN_ABORTED = 1
+
+
+def _remove_if_untouched(run_dir: Path) -> None:
+    """Delete a run directory that holds nothing but Hydra's own files."""
+    if not run_dir.is_dir():
+        return
+    if all(p.name in {".hydra", "__main__.log"} for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def saved_config(run_dir: Path) -> DictConfig:
+    """The resolved config a run directory was made with (for `resume=`)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        raise ConfigError(f"resume={run_dir} is not a run directory: {path} does not exist")
+    return OmegaConf.load(path)
+
+
+@contextmanager
+def exit_on_interrupt():
+    """On Ctrl-C/SIGTERM: say what was kept, wait for any history write, exit 130/143.
+
+    `os._exit`, because Flower's server thread may still wait for the abandoned round.
+    """
+    try:
+        yield
+    except Interrupted as stop:
+        print(f"{stop}: the current round was abandoned; finished rounds are in history.csv", file=sys.stderr)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """Run the configured simulation; return the final central accuracy for sweepers."""
+    """Validate, then run the configured simulation; return the final central accuracy."""
     from sim.console import quiet_libraries
 
-    quiet_libraries(cfg.verbose)  # before flwr and ray are imported and log
-    from sim.run import run
+    quiet_libraries(cfg.get("verbose") is True)  # before flwr and ray are imported and log
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        validate(cfg)
+        resume = bool(cfg.resume)
+        if resume:
+            cfg = saved_config(Path(cfg.resume))
+            validate(cfg)
+        from sim.run import run
 
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+        with exit_on_interrupt():
+            return run(cfg, run_dir, resume=resume)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the job is marked failed in sweep.csv (its config stays); the sweep goes on
+        _remove_if_untouched(run_dir)
+        sys.exit(EXIT_BAD_INPUT)
+    except RunAborted as error:
+        print(f"error: {error}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(EXIT_RUN_ABORTED)
 
 
 if __name__ == "__main__":

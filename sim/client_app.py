@@ -10,6 +10,7 @@ exactly as it would the clients one by one.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +21,30 @@ from hydra.utils import get_class
 
 from sim.client_data import ClientData, DataHandle
 from sim.training import Normalizer, TrainSettings, evaluate, gather, task_seed, train_local
+
+
+TRAIN_TASK, EVALUATE_TASK = 0, 1
+
+
+class ClientFailure(RuntimeError):
+    """A simulated client fault (`client.failure_rate`): the client's task is lost."""
+
+
+def simulate_faults(config: ConfigRecord, cid: int, task: int) -> bool:
+    """Apply this client's seeded faults for this round and task; True when it fails.
+
+    A straggler sleeps `straggler-delay-s` first. Draws depend only on (seed, round,
+    client, task), so a run's faults are reproducible and independent of packing.
+    """
+    failure_rate = float(config.get("failure-rate", 0.0))
+    straggler_rate = float(config.get("straggler-rate", 0.0))
+    if failure_rate <= 0 and straggler_rate <= 0:
+        return False
+    rng = np.random.default_rng([int(config["seed"]), int(config["server-round"]), int(cid), task, 0xFA])
+    fails, straggles = rng.random(2) < (failure_rate, straggler_rate)
+    if straggles:
+        time.sleep(float(config.get("straggler-delay-s", 0.0)))
+    return bool(fails)
 
 
 @lru_cache(maxsize=1)
@@ -66,10 +91,13 @@ def train_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -> t
     seed, server_round = int(config["seed"]), int(config["server-round"])
     model = build_model(config, device)
     start_state = arrays.to_torch_state_dict()
-    total = 0
+    total = failures = 0
     loss_sum = 0.0
     weight_sum: dict[str, torch.Tensor] = {}
     for cid in config["cids"]:
+        if simulate_faults(config, cid, TRAIN_TASK):
+            failures += 1
+            continue
         x, y = gather(data.images, data.labels, data.train_ids(cid), device)
         if len(y) == 0:
             continue
@@ -81,11 +109,13 @@ def train_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -> t
             weight_sum[key] = weight_sum[key] + contribution if key in weight_sum else contribution
         total += n
         loss_sum += loss * n
+    if failures == len(config["cids"]):
+        raise ClientFailure(f"simulated failure of every client in {list(config['cids'])}")
     if total == 0:
         raise ValueError(f"clients {list(config['cids'])} have no training examples")
     mean_state = {k: (v / total).float().cpu() for k, v in weight_sum.items()}
     metrics = MetricRecord(
-        {"num-examples": total, "train_loss": loss_sum / total, "clients": len(config["cids"]), "failures": 0}
+        {"num-examples": total, "train_loss": loss_sum / total, "clients": len(config["cids"]), "failures": failures}
     )
     return mean_state, metrics
 
@@ -96,12 +126,17 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
     model = build_model(config, device)
     model.load_state_dict(arrays.to_torch_state_dict())
     batch_size = int(config["eval-batch-size"])
-    total, loss_sum, correct = 0, 0.0, 0.0
+    total, loss_sum, correct, failures = 0, 0.0, 0.0, 0
     for cid in config["cids"]:
+        if simulate_faults(config, cid, EVALUATE_TASK):
+            failures += 1
+            continue
         loss, acc, n = evaluate(model, data.images, data.labels, data.val_ids(cid), batch_size, normalize, device)
         total += n
         loss_sum += loss * n
         correct += acc * n
+    if failures == len(config["cids"]):
+        raise ClientFailure(f"simulated failure of every client in {list(config['cids'])}")
     denominator = max(total, 1)
     return MetricRecord(
         {
@@ -109,7 +144,7 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
             "eval_loss": loss_sum / denominator,
             "eval_acc": correct / denominator,
             "clients": len(config["cids"]),
-            "failures": 0,
+            "failures": failures,
         }
     )
 

@@ -44,7 +44,7 @@ def quiet_libraries(verbose: bool) -> None:
 class RoundProgress:
     """A progress bar over rounds showing the latest central accuracy and the ETA."""
 
-    def __init__(self, num_rounds: int):
+    def __init__(self, num_rounds: int, done: int = 0):
         self._progress = Progress(
             TextColumn("[bold]rounds"),
             BarColumn(),
@@ -54,7 +54,7 @@ class RoundProgress:
             TextColumn("eta"),
             TimeRemainingColumn(),
         )
-        self._task = self._progress.add_task("rounds", total=num_rounds, acc="-")
+        self._task = self._progress.add_task("rounds", total=num_rounds, completed=done, acc="-")
 
     def __enter__(self) -> "RoundProgress":
         self._progress.start()

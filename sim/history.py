@@ -8,9 +8,11 @@ run keeps every finished round and the file is always valid CSV.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,6 +47,7 @@ class HistoryWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.lock = threading.Lock()  # held while a row is written: a clean exit waits for it
         if not self.path.exists() or self.path.stat().st_size == 0:
             with self.path.open("w", newline="") as f:
                 f.write(",".join(COLUMNS) + "\n")
@@ -54,10 +57,21 @@ class HistoryWriter:
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise KeyError(f"unknown history columns: {sorted(unknown)}")
-        with self.path.open("a", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerow([_cell(row.get(c)) for c in COLUMNS])
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\n").writerow([_cell(row.get(c)) for c in COLUMNS])
+        with self.lock, self.path.open("a", newline="") as f:
+            f.write(line.getvalue())
             f.flush()
             os.fsync(f.fileno())
+
+    def truncate_after(self, last_round: int) -> None:
+        """Drop rows after `last_round` (a resumed run redoes them), atomically."""
+        with self.lock:
+            lines = self.path.read_text().splitlines(keepends=True)
+            kept = [lines[0]] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= last_round]
+            tmp = self.path.with_suffix(".csv.tmp")
+            tmp.write_text("".join(kept))
+            os.replace(tmp, self.path)
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:

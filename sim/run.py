@@ -2,7 +2,7 @@
 
     1. data       load (or decode once and cache) the data set
     2. partition  split the train set across clients, reusing a saved manifest
-    3. model      the initial global model, seeded
+    3. model      the initial global model, seeded (or the checkpoint's, when resuming)
     4. ray        start or attach to Ray; put the arrays in its object store once
     5. strategy   the configured Flower strategy with the harness's client sampling
     6. simulate   Flower's simulation engine runs the ServerApp and ClientApps
@@ -12,20 +12,24 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sim.checkpoint import load_checkpoint, restore_rng, restore_strategy_state, save_checkpoint
 from sim.client_app import build_client_app
 from sim.client_data import ClientData, DataHandle
 from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
+from sim.interrupt import interruptible
 from sim.partition import load_or_create_partition
 from sim.ray_runtime import client_resources, concurrency, ray_session
 from sim.sampling import RoundPlanner, num_supernodes
@@ -53,6 +57,9 @@ def client_config(cfg: DictConfig) -> ConfigRecord:
             "num-classes": int(cfg.model.num_classes),
             "client-cpus": float(cfg.resources.client_cpus),
             "use-gpu": float(cfg.resources.client_gpus) > 0,
+            "failure-rate": float(cfg.client.failure_rate),
+            "straggler-rate": float(cfg.client.straggler_rate),
+            "straggler-delay-s": float(cfg.client.straggler_delay_s),
         }
     )
 
@@ -64,8 +71,26 @@ def initial_model(cfg: DictConfig) -> torch.nn.Module:
         return instantiate(cfg.model)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float | None:
-    """Run one simulation into `run_dir`; return the final central accuracy (or None)."""
+def _start_point(cfg: DictConfig, run_dir: Path, writer: HistoryWriter, resume: bool):
+    """(rounds already done, initial arrays, checkpoint or None) for a fresh or resumed run."""
+    random.seed(int(cfg.seed))  # Flower's DP noise and node sampling draw from the global RNGs
+    np.random.seed(int(cfg.seed) % 2**32)
+    arrays = ArrayRecord(initial_model(cfg).state_dict())
+    checkpoint = load_checkpoint(run_dir) if resume else None
+    if checkpoint is None:
+        if resume:
+            log.warning("no checkpoint in %s: starting from round 0", run_dir)
+            writer.truncate_after(-1)
+        return 0, arrays, None
+    done = int(checkpoint["round"])
+    writer.truncate_after(done)
+    restore_rng(checkpoint)
+    log.info("resuming after round %d", done)
+    return done, checkpoint["arrays"], checkpoint
+
+
+def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
+    """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
     from flwr.simulation import run_simulation
 
     quiet_libraries(cfg.verbose)
@@ -81,7 +106,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float | None:
         int(cfg.num_clients), int(cfg.seed),
     )
     # 3. model
-    model = initial_model(cfg)
+    writer = HistoryWriter(run_dir / "history.csv")
+    done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)
     central = None
     if cfg.central_eval_every > 0:
         central = CentralEvaluator(
@@ -89,14 +115,14 @@ def run(cfg: DictConfig, run_dir: Path) -> float | None:
             list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
             device=str(cfg.resources.server_device),
         )
-    history_path = run_dir / "history.csv"
-    with RoundProgress(int(cfg.num_rounds)) as progress:
+    num_rounds = int(cfg.num_rounds)
+    with RoundProgress(num_rounds, done) as progress:
         recorder = RoundRecorder(
-            HistoryWriter(history_path), central, int(cfg.central_eval_every),
-            int(cfg.num_rounds), on_round=progress.update,
+            writer, central, int(cfg.central_eval_every), num_rounds, on_round=progress.update,
+            max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done,
         )
         # 4. ray
-        with ray_session(cfg.resources, cfg.verbose):
+        with ray_session(cfg.resources, cfg.verbose), interruptible():
             handle = DataHandle.share(ClientData.from_parts(data.train_images, data.train_labels, partition))
             workers = concurrency(cfg.resources)
             log.info("clients running at once: %d", workers)
@@ -106,24 +132,31 @@ def run(cfg: DictConfig, run_dir: Path) -> float | None:
                 num_clients=int(cfg.num_clients), clients_per_round=int(cfg.clients_per_round),
                 eval_clients_per_round=int(cfg.eval_clients_per_round), seed=int(cfg.seed),
                 train_sizes=partition.train_sizes(), val_sizes=partition.val_sizes(),
-                max_packs=workers, packable=packable,
+                max_packs=workers, packable=packable, round_offset=done,
             )
             strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
-            server_app = build_server_app(
-                strategy, ArrayRecord(model.state_dict()), recorder, int(cfg.num_rounds),
-                client_config(cfg), client_config(cfg), float(cfg.round_timeout),
-            )
+            if checkpoint is not None:
+                restore_strategy_state(strategy, checkpoint["strategy"])
+            every = int(cfg.checkpoint_every)
+            if every > 0:
+                recorder.checkpoint = lambda r, a: (r % every == 0 or r == num_rounds) and save_checkpoint(
+                    run_dir, r, a, strategy
+                )
             # 6. simulate
-            run_simulation(
-                server_app=server_app,
-                client_app=build_client_app(handle),
-                num_supernodes=num_supernodes(
-                    int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
-                ),
-                backend_config={"client_resources": client_resources(cfg.resources)},
-            )
+            if done < num_rounds:
+                run_simulation(
+                    server_app=build_server_app(
+                        strategy, arrays, recorder, num_rounds - done,
+                        client_config(cfg), client_config(cfg), float(cfg.round_timeout),
+                    ),
+                    client_app=build_client_app(handle),
+                    num_supernodes=num_supernodes(
+                        int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
+                    ),
+                    backend_config={"client_resources": client_resources(cfg.resources)},
+                )
     # 7. save
-    history = pd.read_csv(history_path)
+    history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None
     summary = summarize(history, time.perf_counter() - started, manifest)
     write_json_atomic(run_dir / "summary.json", summary)

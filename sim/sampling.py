@@ -58,6 +58,7 @@ class RoundPlanner:
     val_sizes: np.ndarray  # examples each client evaluates on
     max_packs: int  # messages per round at most (the number of supernodes)
     packable: bool  # False: one client per message (aggregation is not a weighted mean)
+    round_offset: int = 0  # rounds already done before this process (a resumed run)
 
     def _packs(self, ids: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
         if not self.packable:

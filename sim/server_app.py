@@ -23,6 +23,10 @@ from sim.training import Normalizer, evaluate
 log = logging.getLogger(__name__)
 
 
+class RunAborted(RuntimeError):
+    """The run cannot go on (every client failed for too long); history is kept."""
+
+
 class CentralEvaluator:
     """Loss and accuracy of a global model on the full test set."""
 
@@ -61,12 +65,18 @@ class RoundRecorder:
         central_eval_every: int,
         num_rounds: int,
         on_round: Callable[[int, float | None], None] = lambda r, acc: None,
+        max_failed_rounds: int = 3,
+        round_offset: int = 0,
     ):
         self.writer = writer
         self.central = central
         self.central_eval_every = central_eval_every
         self.num_rounds = num_rounds
         self.on_round = on_round
+        self.max_failed_rounds = max_failed_rounds
+        self.round_offset = round_offset  # rounds done before a resume; their rows exist already
+        self.checkpoint: Callable[[int, ArrayRecord], None] | None = None
+        self._failed_streak = 0
         self.latest_arrays: ArrayRecord | None = None
         self._row: dict = {}
         self._started = self._last = time.perf_counter()
@@ -98,6 +108,9 @@ class RoundRecorder:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Flower's `evaluate_fn`: the end of a round (round 0: before training)."""
+        if server_round == 0 and self.round_offset > 0:
+            return None  # a resumed run: the restored model's row is already in history.csv
+        server_round += self.round_offset
         self.latest_arrays = arrays
         result = None
         row = {"round": server_round, **self._row}
@@ -110,8 +123,23 @@ class RoundRecorder:
         self._last = now
         self.writer.append(row)
         self._row = {}
+        if self.checkpoint is not None:
+            self.checkpoint(server_round, arrays)
         self.on_round(server_round, row.get("central_acc"))
+        self._check_failures(server_round, row)
         return result
+
+    def _check_failures(self, server_round: int, row: dict) -> None:
+        """Abort after `max_failed_rounds` consecutive rounds in which every client failed."""
+        clients = row.get("train_clients") or 0
+        all_failed = clients > 0 and row.get("train_failures") == clients
+        self._failed_streak = self._failed_streak + 1 if all_failed else 0
+        if self.max_failed_rounds > 0 and self._failed_streak >= self.max_failed_rounds:
+            first = server_round - self._failed_streak + 1
+            raise RunAborted(
+                f"every client failed in {self._failed_streak} consecutive rounds ({first}..{server_round}); "
+                f"history.csv keeps rounds 0..{server_round}. Lower client.failure_rate or raise max_failed_rounds"
+            )
 
 
 def build_server_app(

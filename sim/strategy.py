@@ -9,6 +9,7 @@ pack's client ids, and sorts replies by pack before the strategy aggregates them
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from sim.sampling import RoundPlanner
 
+log = logging.getLogger(__name__)
 WEIGHT_KEY = "num-examples"  # reply metric that weighs a reply in every mean
 COUNT_KEYS = ("clients", "failures")  # reply metrics that are summed, not averaged
 
@@ -110,17 +112,29 @@ class VirtualClients:
         lost = sum(len(p) for n, p in self._pack_of_node.items() if n not in answered)
         return ordered, clients + lost, failures + lost
 
+    # Flower counts rounds from 1 in every process; a resumed run adds the rounds already done.
+
     def configure_train(self, server_round: int, arrays, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        server_round += self.planner.round_offset
         template = list(super().configure_train(server_round, arrays, config, grid))
         return self._address(template, self.planner.train_packs(server_round), grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        server_round += self.planner.round_offset
         ordered, clients, failures = self._sorted_replies(replies)
-        arrays, metrics = super().aggregate_train(server_round, ordered)
+        arrays = metrics = None
+        if clients - failures >= max(1, self.min_train_nodes):
+            arrays, metrics = super().aggregate_train(server_round, ordered)
+        else:  # too few replies: the global model stays as it was
+            log.warning(
+                "round %d: %d of %d clients replied, fewer than min_train_nodes=%d; model unchanged",
+                server_round, clients - failures, clients, self.min_train_nodes,
+            )
         self.observer.record_train(server_round, clients, failures, metrics)
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        server_round += self.planner.round_offset
         packs = self.planner.evaluate_packs(server_round)
         if not packs:
             self._pack_of_node = {}
@@ -129,6 +143,7 @@ class VirtualClients:
         return self._address(template, packs, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]):
+        server_round += self.planner.round_offset
         ordered, clients, failures = self._sorted_replies(replies)
         metrics = super().aggregate_evaluate(server_round, ordered) if ordered else None
         self.observer.record_evaluate(server_round, clients, failures, metrics)
@@ -137,3 +152,69 @@ class VirtualClients:
 
 class FedAvg(VirtualClients, flwr_strategy.FedAvg):
     """FedAvg with the harness's client sampling."""
+
+
+class FedProx(VirtualClients, flwr_strategy.FedProx):
+    """FedProx: FedAvg whose clients add (mu/2)·||w - w_global||² to their loss."""
+
+
+class FedAvgM(VirtualClients, flwr_strategy.FedAvgM):
+    """FedAvg with server-side momentum."""
+
+
+class FedAdam(VirtualClients, flwr_strategy.FedAdam):
+    """Adaptive server optimiser: Adam on the aggregated update."""
+
+
+class FedYogi(VirtualClients, flwr_strategy.FedYogi):
+    """Adaptive server optimiser: Yogi on the aggregated update."""
+
+
+class FedAdagrad(VirtualClients, flwr_strategy.FedAdagrad):
+    """Adaptive server optimiser: Adagrad on the aggregated update."""
+
+
+class FedMedian(VirtualClients, flwr_strategy.FedMedian):
+    """Coordinate-wise median of the client models."""
+
+
+class FedTrimmedAvg(VirtualClients, flwr_strategy.FedTrimmedAvg):
+    """Coordinate-wise mean after trimming the `beta` fraction at both ends."""
+
+
+class Krum(VirtualClients, flwr_strategy.Krum):
+    """The single client model closest to its neighbours (Byzantine-robust)."""
+
+
+class MultiKrum(VirtualClients, flwr_strategy.MultiKrum):
+    """The mean of the `num_nodes_to_select` models Krum scores best."""
+
+
+class Bulyan(VirtualClients, flwr_strategy.Bulyan):
+    """Multi-Krum selection followed by a trimmed mean (Byzantine-robust)."""
+
+
+class QFedAvg(VirtualClients, flwr_strategy.QFedAvg):
+    """q-FFL: updates weighted towards clients with higher loss (fairness)."""
+
+
+def _wrap(strategy_factory, planner: RoundPlanner, observer: RoundObserver):
+    """Build the wrapped strategy from its Hydra partial with the run-time objects."""
+    return strategy_factory(planner=planner, observer=observer)
+
+
+class DPServerSideFixedClipping(flwr_strategy.DifferentialPrivacyServerSideFixedClipping):
+    """Central DP: the server clips each client's update to a fixed norm and adds noise.
+
+    `strategy` is a Hydra partial of the wrapped strategy (any class of this module).
+    """
+
+    def __init__(self, *, strategy, planner: RoundPlanner, observer: RoundObserver, packable: bool = False, **kwargs: Any):
+        super().__init__(_wrap(strategy, planner, observer), **kwargs)
+
+
+class DPServerSideAdaptiveClipping(flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping):
+    """Central DP with a clipping norm adapted each round towards a target quantile."""
+
+    def __init__(self, *, strategy, planner: RoundPlanner, observer: RoundObserver, packable: bool = False, **kwargs: Any):
+        super().__init__(_wrap(strategy, planner, observer), **kwargs)

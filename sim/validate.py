@@ -163,6 +163,7 @@ REQUIRED: dict[str, Rule] = {
 }
 # Keys of some options (a data source, a partition scheme) or added later: checked when present.
 OPTIONAL: dict[str, Rule] = {
+    "max_failed_rounds": _int(0), "fail_fast": BOOL,
     "checkpoint_every": _int(0), "resume": Choice((True, False, None), TEXT.pattern, "true, false, null or a path"),
     "client.failure_rate": FRACTION, "client.straggler_rate": FRACTION, "client.straggler_delay_s": NON_NEGATIVE,
     "dataset.url": TEXT, "dataset.md5": Choice(pattern=r"[0-9a-fA-F]{32}", text="32 hex digits"),

@@ -1,0 +1,212 @@
+"""`python -m sim.bench`: the harness against the plain-PyTorch reference, per workload.
+
+    python -m sim.bench --dataset-path /path/to/cifar10.tar.gz            # all four workloads
+    python -m sim.bench --workloads cross-silo,cross-device --rounds 5 --dataset-path ...
+    python -m sim.bench --quick --workloads cross-silo                     # seconds, synthetic data
+    python -m sim.bench --quick seed=1 dataset.data_dir=/tmp/data          # extra overrides for every run
+
+For each workload, on the same data, partition and seed: the data cache and partition
+manifest are prepared first (so neither run pays for them), then (a) the harness runs as
+`python -m sim <overrides> hydra.run.dir=<out>/<workload>/harness` in a subprocess
+while its memory is sampled (`sim.bench.measure`), then (b) the reference
+(`sim.bench.reference`) runs in this process, its clients on `resources.client_cpus`
+torch threads each, into `<out>/<workload>/reference`. One row per workload goes to
+`<out>/bench.csv` (default out: `results/bench/<date>-<time>/`) and a table is printed.
+
+Columns: median round times exclude rounds 0 and 1 (round 1 includes Ray's worker
+start-up); `bound_s` is the ideal parallel round, the reference's median per-round
+client time (training plus federated evaluation, summed over clients) divided by the
+parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
+`start_s` is start to first round (launch to the round-0 row of history.csv);
+`worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
+peak of the summed PSS of driver, Ray daemons and workers; `max_rel_diff` is the largest
+relative difference between the two histories' metric columns (float order only: ~1e-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.bench import workloads as wl
+from sim.bench.measure import STEADY_FROM_ROUND, max_relative_difference, median_round_s, run_harness
+
+log = logging.getLogger("sim.bench")
+
+TABLE_COLUMNS = {  # bench.csv column -> printed header
+    "workload": "workload",
+    "workers": "workers",
+    "harness_round_s": "harness s/round",
+    "reference_round_s": "reference s/round (1 worker)",
+    "bound_s": "ideal bound s",
+    "ratio": "harness/bound",
+    "start_s": "start->round 1 s",
+    "worker_startup_s": "worker start-up s",
+    "peak_pss_mb": "peak PSS MB",
+    "max_rel_diff": "max rel diff",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workloads", default=",".join(wl.DEFAULT_WORKLOADS), help="comma-separated, from: " + ", ".join(wl.WORKLOADS)
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per run; >= 3 (rounds 0 and 1 are not timed)")
+    parser.add_argument(
+        "--dataset-path", default=os.environ.get("SIM_CIFAR10_ARCHIVE"),
+        help="CIFAR-10 as an image-folder archive or directory (default: $SIM_CIFAR10_ARCHIVE)",
+    )
+    parser.add_argument("--quick", action="store_true", help="synthetic data and tiny client counts (for tests)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/bench/<date>-<time>)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run, e.g. seed=1")
+    args = parser.parse_args(argv)
+    try:
+        args.workloads = wl.parse_names(args.workloads)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.rounds < STEADY_FROM_ROUND + 1:
+        parser.error(f"--rounds={args.rounds}: needs >= {STEADY_FROM_ROUND + 1} so some rounds are timed")
+    if not args.quick and not args.dataset_path:
+        parser.error("pass --dataset-path /path/to/cifar10 archive (or set SIM_CIFAR10_ARCHIVE), or use --quick")
+    if args.out is None:
+        args.out = Path("results") / "bench" / datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+    return args
+
+
+def prepare_data(cfg) -> None:
+    """Decode/cache the data set and write the partition manifest before either run starts."""
+    from sim.data import load_dataset
+    from sim.partition import load_or_create_partition
+
+    data = load_dataset(cfg.dataset, int(cfg.seed))
+    load_or_create_partition(
+        data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes),
+        int(cfg.num_clients), int(cfg.seed),
+    )
+
+
+def default_workers(cfg) -> int:
+    """Clients at once on this machine when the harness's log does not say: CPUs / client_cpus."""
+    cpus = cfg.resources.ray_cpus or len(os.sched_getaffinity(0))
+    return max(1, int(float(cpus) / float(cfg.resources.client_cpus)))
+
+
+def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one workload through the harness and the reference; return its bench.csv row."""
+    from sim.bench.reference import run_reference
+
+    overrides = wl.workload_overrides(name, args.rounds, args.dataset_path, args.quick, args.overrides)
+    cfg = wl.compose(overrides)
+    row: dict[str, Any] = {
+        "workload": name, "rounds": int(cfg.num_rounds), "clients_per_round": int(cfg.clients_per_round)
+    }
+    prepare_data(cfg)
+    folder = args.out / name
+    harness = run_harness(overrides, folder / "harness")
+    row.update(returncode=harness.returncode, harness_wall_s=harness.wall_s, start_s=harness.start_s,
+               peak_pss_mb=harness.peak_pss_mb, peak_uss_mb=harness.peak_uss_mb, processes=harness.max_processes)
+    if harness.returncode != 0:
+        log.error("%s: the harness failed (exit %d); see %s", name, harness.returncode, harness.log_path)
+        return row
+    timings = run_reference(cfg, folder / "reference")
+    ours = pd.read_csv(folder / "harness" / "history.csv")
+    theirs = pd.read_csv(folder / "reference" / "history.csv")
+    workers = harness.workers or default_workers(cfg)
+    parallel = max(1, min(workers, int(cfg.clients_per_round)))
+    steady = slice(STEADY_FROM_ROUND, None)
+    client_s = np.add(timings["train_s"], timings["fed_eval_s"])[steady]
+    central_s = np.asarray(timings["central_s"])[steady]
+    bound_s = float(np.median(client_s / parallel + central_s))
+    harness_round_s = median_round_s(ours)
+    round1 = ours.loc[ours["round"] == 1, "round_s"]
+    row.update(
+        workers=parallel,
+        harness_round_s=harness_round_s,
+        reference_round_s=median_round_s(theirs),
+        reference_train_s=float(np.median(client_s)),
+        reference_central_s=float(np.median(central_s)),
+        bound_s=bound_s,
+        ratio=harness_round_s / bound_s if bound_s > 0 else math.nan,
+        worker_startup_s=float(round1.iloc[0]) - harness_round_s if len(round1) else math.nan,
+        reference_wall_s=timings["wall_s"],
+        max_rel_diff=max_relative_difference(ours, theirs),
+    )
+    return row
+
+
+def _relative(a: float, b: float) -> float:
+    """(a - b) / b, nan when either is missing."""
+    return (a - b) / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
+
+
+def target_lines(table: pd.DataFrame) -> list[str]:
+    """The targets beside what was measured (printed, never asserted)."""
+    rows = {r["workload"]: r for r in table.to_dict("records")}
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    lines = []
+    for name, target in wl.RATIO_TARGETS.items():
+        if name in rows and not math.isnan(rows[name].get("ratio", math.nan)):
+            ratio = rows[name]["ratio"]
+            lines.append(f"{name} harness/bound {ratio:.2f}  target <= {target:.2f}  {verdict(ratio <= target)}")
+    small, large = wl.SCALE_PAIR
+    if small in rows and large in rows:
+        for key, label, tolerance in (
+            ("harness_round_s", "median round", wl.SCALE_ROUND_TOLERANCE),
+            ("peak_pss_mb", "peak memory", wl.SCALE_MEMORY_TOLERANCE),
+        ):
+            change = _relative(rows[large].get(key, math.nan), rows[small].get(key, math.nan))
+            lines.append(f"{large} vs {small} {label} {change:+.1%}  target within {tolerance:.0%}  "
+                         f"{verdict(abs(change) <= tolerance)}")
+    for name, row in rows.items():
+        start = row.get("start_s", math.nan)
+        lines.append(f"{name} start to first round {start:.1f} s  target <= {wl.START_TARGET_S:.0f} s  "
+                     f"{verdict(start <= wl.START_TARGET_S)}")
+    for name, row in rows.items():
+        mem = row.get("peak_pss_mb", math.nan)
+        lines.append(f"{name} peak memory {mem:.0f} MB  target <= {wl.MEMORY_TARGET_MB:.0f} MB (default run)  "
+                     f"{verdict(mem <= wl.MEMORY_TARGET_MB)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; write bench.csv and print the table. Exit 1 if a harness run failed."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    from sim.console import quiet_libraries
+
+    quiet_libraries(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log.info("bench output: %s", args.out)
+    rows = []
+    for name in args.workloads:
+        rows.append(bench_workload(name, args))
+        pd.DataFrame(rows).to_csv(args.out / "bench.csv", index=False)  # keep what is done so far
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "bench.csv", index=False)
+    shown = table[[c for c in TABLE_COLUMNS if c in table.columns]].rename(columns=TABLE_COLUMNS)
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print("median rounds exclude rounds 0 and 1 (round 1 includes Ray worker start-up); start->round 1 = "
+          "launch to history.csv's round-0 row; memory = summed PSS of driver, Ray daemons and workers")
+    print("targets (not asserted):")
+    for line in target_lines(table):
+        print("  " + line)
+    print(f"bench.csv: {args.out / 'bench.csv'}")
+    return 0 if (table["returncode"] == 0).all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

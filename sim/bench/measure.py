@@ -1,0 +1,204 @@
+"""Measuring a harness run from outside: wall time, start-up and peak memory.
+
+`run_harness` launches `python -m sim <overrides> hydra.run.dir=<dir>` (the very code path
+of a user's run) and, every `interval` seconds until it exits, samples
+
+* memory: the sum over the run's processes of PSS (proportional set size: a shared page
+  counts 1/k in each of the k processes mapping it, so the sum is what the run really
+  occupies; RSS would count torch's libraries and Ray's object store once per process)
+  and of USS (pages private to one process). The run's processes are the subprocess's
+  descendants (driver, gcs_server, raylet, Ray workers, ...) plus any process carrying
+  the run's `SIM_BENCH_TAG` environment variable, which catches Ray processes that were
+  reparented to init; other people's Ray processes on the machine are never counted;
+* start-up: "start to first round" is the time from launching the subprocess to the
+  moment history.csv's round-0 row (the initial central evaluation, right before round
+  1's messages go out) is written: imports, data cache, partition manifest, Ray start
+  and the first central evaluation. Ray's worker start-up falls in round 1 (see
+  `worker_startup_s` in `sim.bench.__main__`).
+
+The history helpers read `history.csv` files: steady-state round time and the largest
+relative difference between two runs' metric columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from sim.history import COLUMNS, TIME_COLUMNS
+
+log = logging.getLogger(__name__)
+
+TAG_VARIABLE = "SIM_BENCH_TAG"
+METRIC_COLUMNS = [c for c in COLUMNS if c not in TIME_COLUMNS]
+STEADY_FROM_ROUND = 2  # round 0 is the initial evaluation; round 1 includes Ray worker start-up
+_WORKERS_LINE = re.compile(r"clients running at once: (\d+)")
+
+
+@dataclass
+class HarnessRun:
+    """What `run_harness` observed."""
+
+    returncode: int
+    wall_s: float  # launch to exit
+    start_s: float  # launch to history.csv's round-0 row (nan if never written)
+    peak_pss_mb: float  # max over samples of the summed PSS of the run's processes
+    peak_uss_mb: float  # the same for USS
+    max_processes: int  # most processes seen in one sample
+    workers: int | None  # "clients running at once" from the harness's log
+    log_path: Path
+
+
+class ProcessTreeMemory:
+    """Samples the summed PSS/USS of one run's processes (see the module docstring)."""
+
+    def __init__(self, root_pid: int, tag: str):
+        self.root = psutil.Process(root_pid)
+        self.tag = f"{TAG_VARIABLE}={tag}"
+        self._tagged: dict[tuple[int, float], bool] = {}  # (pid, create time) -> carries the tag
+        self.peak_pss = self.peak_uss = 0
+        self.max_processes = 0
+
+    def _is_tagged(self, proc: psutil.Process) -> bool:
+        key = (proc.pid, proc.info["create_time"])
+        if key not in self._tagged:
+            try:
+                environ = open(f"/proc/{proc.pid}/environ", "rb").read().decode(errors="replace")
+                self._tagged[key] = self.tag in environ.split("\0")
+            except OSError:
+                self._tagged[key] = False
+        return self._tagged[key]
+
+    def processes(self) -> list[psutil.Process]:
+        """The run's live processes: the root, its descendants and tagged processes."""
+        found: dict[int, psutil.Process] = {}
+        try:
+            found[self.root.pid] = self.root
+            for child in self.root.children(recursive=True):
+                found[child.pid] = child
+        except psutil.NoSuchProcess:
+            pass
+        for proc in psutil.process_iter(["create_time"]):
+            if proc.pid not in found and self._is_tagged(proc):
+                found[proc.pid] = proc
+        return list(found.values())
+
+    def sample(self) -> None:
+        """Add one sample: sum PSS and USS over the run's processes, keep the maxima."""
+        pss = uss = count = 0
+        for proc in self.processes():
+            try:
+                info = proc.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            pss += info.pss
+            uss += info.uss
+            count += 1
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_uss = max(self.peak_uss, uss)
+        self.max_processes = max(self.max_processes, count)
+
+
+def _history_rows(path: Path) -> int:
+    """Data rows written to a history.csv so far (0 when it does not exist yet)."""
+    try:
+        with path.open("rb") as f:
+            return max(0, f.read().count(b"\n") - 1)
+    except OSError:
+        return 0
+
+
+def run_harness(
+    overrides: list[str], run_dir: Path, cwd: Path | None = None, interval: float = 0.2, timeout: float = 7200
+) -> HarnessRun:
+    """Run `python -m sim overrides hydra.run.dir=run_dir`, sampling as the module docstring says.
+
+    The run's stdout and stderr go to `run_dir/../harness.log`. A run that outlives
+    `timeout` seconds is killed (its process group) and reported with its return code.
+    """
+    run_dir = Path(run_dir).resolve()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir.parent / "harness.log"
+    history = run_dir / "history.csv"
+    tag = uuid.uuid4().hex
+    env = {**os.environ, TAG_VARIABLE: tag, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "sim", *overrides, f"hydra.run.dir={run_dir}"]
+    log.info("harness: %s", " ".join(command))
+    with log_path.open("w") as out:
+        launched = time.perf_counter()
+        launched_wall = time.time()
+        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        memory = ProcessTreeMemory(proc.pid, tag)
+        start_s = math.nan
+        try:
+            while proc.poll() is None:
+                memory.sample()
+                if math.isnan(start_s) and _history_rows(history) >= 1:
+                    start_s = history.stat().st_mtime - launched_wall  # the row's write time, not the poll's
+                if time.perf_counter() - launched > timeout:
+                    log.error("harness run exceeded %.0f s; killing it", timeout)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(interval)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            returncode = proc.wait()
+        wall_s = time.perf_counter() - launched
+    # start_s stays nan if the run ended before any poll saw its round-0 row (the file's
+    # mtime would then be a later row's).
+    text = log_path.read_text(errors="replace")
+    match = _WORKERS_LINE.search(text)
+    return HarnessRun(
+        returncode=returncode,
+        wall_s=wall_s,
+        start_s=start_s,
+        peak_pss_mb=memory.peak_pss / 2**20,
+        peak_uss_mb=memory.peak_uss / 2**20,
+        max_processes=memory.max_processes,
+        workers=int(match.group(1)) if match else None,
+        log_path=log_path,
+    )
+
+
+def steady_rounds(history: pd.DataFrame) -> pd.DataFrame:
+    """The rows of rounds >= 2: round 0 is the initial evaluation, round 1 includes worker start-up."""
+    return history[history["round"] >= STEADY_FROM_ROUND]
+
+
+def median_round_s(history: pd.DataFrame) -> float:
+    """Median `round_s` over the steady rounds (nan when the run had fewer than 2 rounds)."""
+    steady = steady_rounds(history)["round_s"]
+    return float(steady.median()) if len(steady) else math.nan
+
+
+def max_relative_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """Largest |a - b| / max(|a|, |b|) over the metric columns of two histories.
+
+    Returns inf when the rounds or the pattern of empty cells differ.
+    """
+    if len(a) != len(b) or not (a["round"].to_numpy() == b["round"].to_numpy()).all():
+        return math.inf
+    worst = 0.0
+    for column in METRIC_COLUMNS:
+        x, y = a[column].to_numpy(dtype=float), b[column].to_numpy(dtype=float)
+        if not (np.isnan(x) == np.isnan(y)).all():
+            return math.inf
+        keep = ~np.isnan(x)
+        if keep.any():
+            scale = np.maximum(np.maximum(np.abs(x[keep]), np.abs(y[keep])), 1e-12)
+            worst = max(worst, float(np.max(np.abs(x[keep] - y[keep]) / scale)))
+    return worst

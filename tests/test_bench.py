@@ -1,0 +1,87 @@
+"""The reference FedAvg loop as the harness's oracle, and `python -m sim.bench --quick`.
+
+One quick bench run (real `python -m sim` in a subprocess: real Flower, real Ray) on the
+`TINY` settings serves both: its bench.csv is checked, and the reference, run here in
+process on the same overrides, must reproduce its harness history.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, compose_config, run_cli
+from sim.bench.measure import METRIC_COLUMNS
+from sim.bench.reference import run_reference
+from sim.bench.workloads import workload_overrides
+from sim.history import COLUMNS
+
+pytestmark = pytest.mark.slow
+
+COUNT_COLUMNS = ["round", "train_clients", "train_failures", "eval_clients", "eval_failures"]
+
+
+@pytest.fixture(scope="module")
+def quick_bench(tmp_path_factory, data_dir):
+    """`python -m sim.bench --quick --workloads cross-silo` shrunk to TINY: 3 rounds of 3
+    clients on 2 workers (packs of 2 and 1), federated evaluation on, central evaluation
+    at rounds 0, 2 and 3. Returns (extra overrides, output folder, CompletedProcess)."""
+    cwd = tmp_path_factory.mktemp("bench")
+    extras = [
+        *TINY, "num_rounds=3", "central_eval_every=2",
+        f"dataset.data_dir={data_dir}", f"partition.dir={cwd / 'partitions'}",
+    ]
+    out = cwd / "out"
+    result = run_cli(
+        ["--quick", "--workloads", "cross-silo", "--rounds", "3", "--out", str(out), *extras],
+        cwd=cwd, module="sim.bench",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return extras, out, result
+
+
+def test_reference_history_matches_harness(quick_bench, tmp_path):
+    extras, out, _ = quick_bench
+    overrides = workload_overrides("cross-silo", 3, None, quick=True, extra=extras)
+    timings = run_reference(compose_config(overrides), tmp_path / "reference")
+
+    harness = pd.read_csv(out / "cross-silo" / "harness" / "history.csv")
+    reference = pd.read_csv(tmp_path / "reference" / "history.csv")
+    assert tuple(reference.columns) == COLUMNS
+    assert harness["round"].tolist() == reference["round"].tolist() == [0, 1, 2, 3]
+    assert reference["central_acc"].notna().tolist() == [True, False, True, True]
+    assert reference.loc[1:, "eval_clients"].tolist() == [2, 2, 2]
+    pd.testing.assert_frame_equal(harness[COUNT_COLUMNS], reference[COUNT_COLUMNS])
+    for column in METRIC_COLUMNS:
+        np.testing.assert_allclose(
+            reference[column].to_numpy(float), harness[column].to_numpy(float), rtol=1e-4, err_msg=column
+        )
+    assert len(timings["train_s"]) == 4 and timings["train_s"][0] == 0.0
+    assert all(t > 0 for t in timings["train_s"][1:]) and timings["central_s"][1] == 0.0
+
+
+def test_bench_quick_writes_table(quick_bench):
+    _, out, result = quick_bench
+    table = pd.read_csv(out / "bench.csv")
+    expected = {
+        "workload", "rounds", "workers", "harness_round_s", "reference_round_s", "reference_train_s",
+        "reference_central_s", "bound_s", "ratio", "start_s", "worker_startup_s",
+        "peak_pss_mb", "peak_uss_mb", "max_rel_diff", "returncode",
+    }
+    assert expected <= set(table.columns)
+    row = table.iloc[0]
+    assert row["workload"] == "cross-silo" and row["returncode"] == 0 and row["rounds"] == 3
+    for key in ("harness_round_s", "reference_round_s", "bound_s", "ratio", "start_s", "peak_pss_mb"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["peak_uss_mb"] <= row["peak_pss_mb"]
+    assert row["max_rel_diff"] < 1e-4  # the bench's own reference agrees with its harness run
+    assert (out / "cross-silo" / "reference" / "history.csv").exists()
+    assert "harness/bound" in result.stdout and "targets (not asserted)" in result.stdout
+
+
+def test_bench_refuses_cifar_without_a_path(tmp_path):
+    result = run_cli(["--workloads", "cross-silo"], cwd=tmp_path, module="sim.bench", env={"SIM_CIFAR10_ARCHIVE": ""})
+    assert result.returncode == 2 and "--dataset-path" in result.stderr

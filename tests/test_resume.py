@@ -1,0 +1,96 @@
+"""Ctrl-C / SIGTERM mid-run, then `resume=`: the final history equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, run_cli, run_dirs
+from sim.history import COLUMNS, TIME_COLUMNS
+
+pytestmark = pytest.mark.slow
+METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
+ARGS = [*TINY, "num_rounds=8", "strategy=fedadam"]  # FedAdam: server state that must survive
+
+
+def ray_processes_of(driver_pid: int) -> list[str]:
+    """Command lines of live processes that belong to the Ray session started by `driver_pid`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"_{driver_pid}/" in cmdline or cmdline.rstrip().endswith(f"_{driver_pid}"):
+            found.append(cmdline[:200])
+    return found
+
+
+def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, int]:
+    """Start a run, send `sig` once history.csv has `at_round`, return (exit code, run dir, pid)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            found = run_dirs(cwd)
+            if found and len((found[0] / "history.csv").read_text().splitlines()) >= at_round + 2:
+                break
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "abandoned" in output, output[-3000:]
+    (run_dir,) = run_dirs(cwd)
+    return proc.returncode, run_dir, proc.pid
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_keeps_history_stops_ray_and_exits_with_signal_code(tmp_path, data_dir, sig, code):
+    returncode, run_dir, pid = interrupt_at_round(tmp_path, [*ARGS, f"dataset.data_dir={data_dir}"], sig, 3)
+    assert returncode == code
+    history = pd.read_csv(run_dir / "history.csv")  # valid CSV, whole rows
+    assert history["round"].tolist() == list(range(len(history))) and len(history) >= 4
+    assert history["central_acc"].notna().all()
+    time.sleep(2)
+    assert ray_processes_of(pid) == []
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir):
+    args = [*ARGS, f"dataset.data_dir={data_dir}"]
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    result = run_cli(args, cwd=straight)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (straight_dir,) = run_dirs(straight)
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    returncode, run_dir, _ = interrupt_at_round(resumed, args, signal.SIGINT, 4)
+    assert returncode == 130
+    config_before = (run_dir / ".hydra" / "config.yaml").read_text()
+    result = run_cli([f"resume={run_dir}"], cwd=resumed)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert run_dirs(resumed) == [run_dir]  # continued in place, no new run directory
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before
+
+    expected = pd.read_csv(straight_dir / "history.csv")[METRICS]
+    got = pd.read_csv(run_dir / "history.csv")[METRICS]
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_resume_of_a_missing_run_dir_is_refused(tmp_path):
+    result = run_cli([f"resume={tmp_path / 'nope'}"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "resume=" in result.stderr and len(result.stderr.strip().splitlines()) == 1
