@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import hydra
@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
 from sim.data import DataError
 from sim.interrupt import Interrupted
-from sim.server_app import RunAborted
+from sim.errors import RunAborted
 from sim.validate import ConfigError, validate
 
 USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
@@ -35,6 +35,8 @@ def _remove_if_untouched(run_dir: Path) -> None:
         return
     if all(p.name in {".hydra", "__main__.log"} for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+        with suppress(OSError):
+            run_dir.parent.rmdir()  # the date folder, when this run was its only one
 
 
 def saved_config(run_dir: Path) -> DictConfig:

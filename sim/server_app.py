@@ -17,14 +17,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from sim.errors import RunAborted
 from sim.history import HistoryWriter
 from sim.training import Normalizer, evaluate
 
 log = logging.getLogger(__name__)
-
-
-class RunAborted(RuntimeError):
-    """The run cannot go on (every client failed for too long); history is kept."""
 
 
 class CentralEvaluator:

@@ -26,6 +26,7 @@ TINY = [
     "eval_clients_per_round=2",
     "num_rounds=2",
     "client.batch_size=16",
+    "client.epochs=1",
 ]
 
 

@@ -43,10 +43,11 @@ def quick_bench(tmp_path_factory, data_dir):
     return extras, out, result
 
 
-def test_reference_history_matches_harness(quick_bench, tmp_path):
+@pytest.mark.parametrize("packs", [None, 2], ids=["one-float64-mean", "harness-order"])
+def test_reference_history_matches_harness(quick_bench, tmp_path, packs):
     extras, out, _ = quick_bench
     overrides = workload_overrides("cross-silo", 3, None, quick=True, extra=extras)
-    timings = run_reference(compose_config(overrides), tmp_path / "reference")
+    timings = run_reference(compose_config(overrides), tmp_path / "reference", packs=packs)
 
     harness = pd.read_csv(out / "cross-silo" / "harness" / "history.csv")
     reference = pd.read_csv(tmp_path / "reference" / "history.csv")

@@ -10,7 +10,8 @@ manifest are prepared first (so neither run pays for them), then (a) the harness
 `python -m sim <overrides> hydra.run.dir=<out>/<workload>/harness` in a subprocess
 while its memory is sampled (`sim.bench.measure`), then (b) the reference
 (`sim.bench.reference`) runs in this process, its clients on `resources.client_cpus`
-torch threads each, into `<out>/<workload>/reference`. One row per workload goes to
+torch threads each and in the harness's summation order (`packs` = the harness's
+workers), into `<out>/<workload>/reference`. One row per workload goes to
 `<out>/bench.csv` (default out: `results/bench/<date>-<time>/`) and a table is printed.
 
 Columns: median round times exclude rounds 0 and 1 (round 1 includes Ray's worker
@@ -20,7 +21,8 @@ parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
 `start_s` is start to first round (launch to the round-0 row of history.csv);
 `worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
 peak of the summed PSS of driver, Ray daemons and workers; `max_rel_diff` is the largest
-relative difference between the two histories' metric columns (float order only: ~1e-5).
+relative difference between the two histories' metric columns: 0 up to float noise
+when the harness still computes what the reference does, in the same order.
 """
 
 from __future__ import annotations
@@ -119,10 +121,10 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if harness.returncode != 0:
         log.error("%s: the harness failed (exit %d); see %s", name, harness.returncode, harness.log_path)
         return row
-    timings = run_reference(cfg, folder / "reference")
+    workers = harness.workers or default_workers(cfg)
+    timings = run_reference(cfg, folder / "reference", packs=workers)
     ours = pd.read_csv(folder / "harness" / "history.csv")
     theirs = pd.read_csv(folder / "reference" / "history.csv")
-    workers = harness.workers or default_workers(cfg)
     parallel = max(1, min(workers, int(cfg.clients_per_round)))
     steady = slice(STEADY_FROM_ROUND, None)
     client_s = np.add(timings["train_s"], timings["fed_eval_s"])[steady]

@@ -1,0 +1,5 @@
+"""Errors a run reports to the user as one line (kept light: no torch, no flwr import)."""
+
+
+class RunAborted(RuntimeError):
+    """The run cannot go on (every client failed for too long); history.csv is kept."""

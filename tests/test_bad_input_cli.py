@@ -1,0 +1,34 @@
+"""Bad input through the CLI: one line naming the key, exit code 2, nothing left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+BAD = [
+    ["num_rounds=0"], ["num_clients=0"], ["clients_per_round=0"], ["client.batch_size=0"],
+    ["client.epochs=0"], ["client.lr=0"], ["client.lr=-1"], ["num_clients=10", "clients_per_round=11"],
+    ["partition=dirichlet", "partition.alpha=0"], ["partition=dirichlet", "partition.alpha=-0.5"],
+    ["partition=shard", "num_clients=1000", "partition.shards_per_client=100"],
+    ["partition=pathological", "partition.classes_per_client=11"],
+    ["resources.client_gpus=0.25"], ["resources.client_gpus=1.5"], ["client.failure_rate=1.2"],
+    ["partition.val_fraction=1.0"], ["num_rounds=abc"], ["dataset.path=/does/not/exist"],
+    ["eval_clients_per_round=101"], ["client.momentum=1.0"], ["seed=-1"], ["round_timeout=0"],
+]
+KEYS = ["num_rounds", "num_clients", "clients_per_round", "client.batch_size", "client.epochs", "client.lr",
+        "client.lr", "clients_per_round", "partition.alpha", "partition.alpha", "partition.shards_per_client",
+        "partition.classes_per_client", "resources.client_gpus", "resources.client_gpus", "client.failure_rate",
+        "partition.val_fraction", "num_rounds", "dataset.path", "eval_clients_per_round", "client.momentum",
+        "seed", "round_timeout"]
+
+
+@pytest.mark.parametrize("overrides,key", list(zip(BAD, KEYS)), ids=[" ".join(b) for b in BAD])
+def test_bad_override_is_refused_with_one_line(overrides, key, tmp_path):
+    result = run_cli(overrides, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {key}"), lines[0]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.*"))
+    assert not (tmp_path / "partitions").exists() and not (tmp_path / "data").exists()
