@@ -6,6 +6,7 @@
     python -m sim -m client.lr=0.01,0.05 seed=0,1   # a sweep under results/multirun/
 """
 
+import ctypes
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from sim.validate import ConfigError, validate
 USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
 EXIT_BAD_INPUT = 2
 EXIT_RUN_ABORTED = 1
+M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def _remove_if_untouched(run_dir: Path) -> None:
@@ -63,6 +65,17 @@ def exit_on_interrupt():
         os._exit(stop.exit_code)
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX would.
+
+    Flower starts fresh threads for every run; with glibc's default of one arena per
+    thread, each job of a sweep left ~20 MB of fragmented arenas behind in the driver.
+    With two arenas the driver's memory stays flat from job to job. No-op off glibc.
+    """
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run the configured simulation; return the final central accuracy."""
@@ -95,4 +108,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    limit_malloc_arenas()
     main()

@@ -62,7 +62,9 @@ class DataHandle:
         """Put `data` into Ray's object store (Ray must be initialised) and return a handle."""
         import ray
 
-        arrays = {f.name: getattr(data, f.name) for f in fields(ClientData)}
+        # Plain C-contiguous ndarrays travel as out-of-band buffers that workers map
+        # read-only from shared memory; an np.memmap would be pickled into every worker.
+        arrays = {f.name: np.ascontiguousarray(np.asarray(getattr(data, f.name))) for f in fields(ClientData)}
         return cls(ref=ray.put(arrays))
 
     def get(self) -> ClientData:

@@ -11,6 +11,7 @@ CHATTY_LOGGERS = ("flwr", "ray", "alembic", "filelock", "datasets", "matplotlib"
 KNOWN_NOISE = (
     "`run_simulation` function is deprecated",  # we call Flower's Python API on purpose
     "will no longer override accelerator visible devices",  # Ray's notice about a future default
+    "Federated evaluation will be skipped",  # eval_clients_per_round=0 asked for exactly that
 )
 
 

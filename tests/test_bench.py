@@ -28,10 +28,11 @@ COUNT_COLUMNS = ["round", "train_clients", "train_failures", "eval_clients", "ev
 def quick_bench(tmp_path_factory, data_dir):
     """`python -m sim.bench --quick --workloads cross-silo` shrunk to TINY: 3 rounds of 3
     clients on 2 workers (packs of 2 and 1), federated evaluation on, central evaluation
-    at rounds 0, 2 and 3. Returns (extra overrides, output folder, CompletedProcess)."""
+    at rounds 0, 2 and 3, a quarter of the client tasks failing.
+    Returns (extra overrides, output folder, CompletedProcess)."""
     cwd = tmp_path_factory.mktemp("bench")
     extras = [
-        *TINY, "num_rounds=3", "central_eval_every=2",
+        *TINY, "num_rounds=3", "central_eval_every=2", "client.failure_rate=0.25",
         f"dataset.data_dir={data_dir}", f"partition.dir={cwd / 'partitions'}",
     ]
     out = cwd / "out"
@@ -56,6 +57,7 @@ def test_reference_history_matches_harness(quick_bench, tmp_path, packs):
     assert reference["central_acc"].notna().tolist() == [True, False, True, True]
     assert reference.loc[1:, "eval_clients"].tolist() == [2, 2, 2]
     pd.testing.assert_frame_equal(harness[COUNT_COLUMNS], reference[COUNT_COLUMNS])
+    assert reference[["train_failures", "eval_failures"]].sum().sum() > 0  # faults were exercised
     for column in METRIC_COLUMNS:
         np.testing.assert_allclose(
             reference[column].to_numpy(float), harness[column].to_numpy(float), rtol=1e-4, err_msg=column
@@ -64,13 +66,39 @@ def test_reference_history_matches_harness(quick_bench, tmp_path, packs):
     assert all(t > 0 for t in timings["train_s"][1:]) and timings["central_s"][1] == 0.0
 
 
+def test_reference_orders_agree_with_faults_and_empty_clients(tmp_path, data_dir):
+    # Dirichlet(0.05) without a minimum leaves some clients without training examples.
+    overrides = [
+        *TINY, "num_clients=20", "clients_per_round=10", "eval_clients_per_round=4", "num_rounds=3",
+        "partition=dirichlet", "partition.alpha=0.05", "partition.min_partition_size=0",
+        "client.failure_rate=0.3", f"dataset.data_dir={data_dir}", f"partition.dir={tmp_path / 'partitions'}",
+    ]
+    cfg = compose_config(overrides)
+    histories = []
+    for packs in (None, 3):
+        run_reference(cfg, tmp_path / str(packs), packs=packs)
+        histories.append(pd.read_csv(tmp_path / str(packs) / "history.csv"))
+    one_by_one, packed = histories
+    pd.testing.assert_frame_equal(one_by_one[COUNT_COLUMNS], packed[COUNT_COLUMNS])
+    for column in METRIC_COLUMNS:
+        np.testing.assert_allclose(one_by_one[column].to_numpy(float), packed[column].to_numpy(float), rtol=1e-4)
+    assert one_by_one["train_failures"].sum() > 0
+    (manifest,) = (tmp_path / "partitions").glob("*.npz")
+    assert (np.diff(np.load(manifest)["train_offsets"]) == 0).any()
+
+
+def test_reference_refuses_other_strategies(tmp_path):
+    with pytest.raises(ValueError, match="FedAvg only"):
+        run_reference(compose_config([*TINY, "strategy=fedmedian"]), tmp_path)
+
+
 def test_bench_quick_writes_table(quick_bench):
     _, out, result = quick_bench
     table = pd.read_csv(out / "bench.csv")
     expected = {
         "workload", "rounds", "workers", "harness_round_s", "reference_round_s", "reference_train_s",
         "reference_central_s", "bound_s", "ratio", "start_s", "worker_startup_s",
-        "peak_pss_mb", "peak_uss_mb", "max_rel_diff", "returncode",
+        "peak_pss_mb", "peak_uss_mb", "max_rel_diff", "cpu_share", "load_1min", "returncode",
     }
     assert expected <= set(table.columns)
     row = table.iloc[0]

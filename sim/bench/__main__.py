@@ -22,7 +22,10 @@ parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
 `worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
 peak of the summed PSS of driver, Ray daemons and workers; `max_rel_diff` is the largest
 relative difference between the two histories' metric columns: 0 up to float noise
-when the harness still computes what the reference does, in the same order.
+when the harness still computes what the reference does, in the same order;
+`cpu_share` is the CPU time the reference's clients got per thread and wall second (about
+1 on an idle machine; lower means other work shared the cores, and every timing of that
+row is inflated by it); `load_1min` is the load average after the workload.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ TABLE_COLUMNS = {  # bench.csv column -> printed header
     "worker_startup_s": "worker start-up s",
     "peak_pss_mb": "peak PSS MB",
     "max_rel_diff": "max rel diff",
+    "cpu_share": "cpu share",
 }
+BUSY_CPU_SHARE = 0.9  # below this the machine was busy with other work: timings are unreliable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,9 +147,17 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
         ratio=harness_round_s / bound_s if bound_s > 0 else math.nan,
         worker_startup_s=float(round1.iloc[0]) - harness_round_s if len(round1) else math.nan,
         reference_wall_s=timings["wall_s"],
+        cpu_share=cpu_share(timings, steady),
+        load_1min=os.getloadavg()[0],
         max_rel_diff=max_relative_difference(ours, theirs),
     )
     return row
+
+
+def cpu_share(timings: dict[str, Any], steady: slice) -> float:
+    """CPU the reference's clients got per thread and wall second: ~1 on an idle machine."""
+    wall = float(np.sum(timings["train_s"][steady])) * int(timings["train_threads"])
+    return float(np.sum(timings["train_cpu_s"][steady])) / wall if wall > 0 else math.nan
 
 
 def _relative(a: float, b: float) -> float:
@@ -203,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print("median rounds exclude rounds 0 and 1 (round 1 includes Ray worker start-up); start->round 1 = "
           "launch to history.csv's round-0 row; memory = summed PSS of driver, Ray daemons and workers")
+    busy = table.loc[table["cpu_share"] < BUSY_CPU_SHARE, "workload"].tolist() if "cpu_share" in table else []
+    if busy:
+        print(f"WARNING: the machine was busy during {', '.join(busy)} (cpu share < {BUSY_CPU_SHARE}: the "
+              f"reference's single-threaded clients got less than {BUSY_CPU_SHARE:.0%} of a core); "
+              f"its timings and ratios are unreliable")
     print("targets (not asserted):")
     for line in target_lines(table):
         print("  " + line)

@@ -12,8 +12,15 @@ the project's own pieces, with exactly the harness's semantics:
                `sample_clients(..., EVALUATE)` through `evaluate_pack`, example-weighted;
                central evaluation when due (round 0, every `central_eval_every`-th round
                and the last round).
+    faults     `client.failure_rate` faults come from train_pack/evaluate_pack themselves
+               (seeded per client, round and task), so both runs lose the same clients:
+               failed clients are counted and left out of the means; a round where fewer
+               than `min_train_nodes` (default 1) clients succeed keeps the model; the run
+               stops after `max_failed_rounds` rounds in a row where every client failed.
+               Stragglers sleep as in the harness, but no `round_timeout` is applied.
 
-It writes `history.csv` with `sim.history.HistoryWriter` and the harness's column semantics.
+Only `strategy=fedavg` is implemented. It writes `history.csv` with
+`sim.history.HistoryWriter` and the harness's column semantics.
 
 Two summation orders (the arithmetic is the same, the rounding is not):
 
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +55,10 @@ from flwr.app import ArrayRecord, ConfigRecord
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sim.client_app import evaluate_pack, train_pack
+from sim.client_app import ClientFailure, evaluate_pack, train_pack
 from sim.client_data import ClientData
 from sim.data import load_dataset
+from sim.errors import RunAborted
 from sim.history import HistoryWriter
 from sim.partition import load_or_create_partition
 from sim.run import client_config, initial_model
@@ -107,6 +116,11 @@ def weighted_metric(values: list[tuple[float, int]]) -> float | None:
     return result
 
 
+def _mean_of(replies: list, key: str) -> float | None:
+    """Example-weighted mean of one metric over the groups' replies."""
+    return weighted_metric([(float(m[key]), int(m["num-examples"])) for _, m in replies])
+
+
 class _CentralEval:
     """Loss and accuracy of a state dict on the full test set, in plain PyTorch."""
 
@@ -125,38 +139,59 @@ class _CentralEval:
         return loss, acc
 
 
-class _Clients:
-    """Runs client groups the way a harness worker runs one message, and times them."""
+@dataclass
+class _Outcome:
+    """What one round's groups of clients returned."""
 
-    def __init__(self, cfg: DictConfig, data: ClientData, threads: int):
+    clients: int = 0  # clients asked
+    failures: int = 0  # clients that failed (simulated faults; a whole group when its task raised)
+    replies: list = field(default_factory=list)  # per successful group: (state or None, metrics)
+    seconds: float = 0.0  # wall time of the tasks
+    cpu_seconds: float = 0.0  # this process's CPU time during them (< seconds on a busy machine)
+
+
+class _Clients:
+    """Runs groups of clients the way a harness worker runs one message, and times them.
+
+    A task that raises `ClientFailure` (every client of the group hit a simulated fault)
+    fails the whole group, as the harness's error reply does. So does the ValueError of a
+    group without training examples when `whole_groups` (the harness's order); with one
+    client per group such a client is skipped instead, as a harness pack skips it.
+    """
+
+    def __init__(self, cfg: DictConfig, data: ClientData, threads: int, whole_groups: bool):
         self.data, self.threads, self.base = data, threads, client_config(cfg)
+        self.whole_groups = whole_groups
+        self.train_sizes = np.diff(data.train_offsets)
 
     def _config(self, cids: list[int], server_round: int) -> ConfigRecord:
         config = ConfigRecord(dict(self.base))
         config.update({"server-round": server_round, "cids": cids, "client-cpus": float(self.threads)})
         return config
 
-    def train(self, state: State, groups: list[list[int]], server_round: int) -> tuple[list, float]:
-        """[(group mean, examples, train_loss)] of the groups that have examples, and seconds."""
-        arrays, results, seconds = ArrayRecord(state), [], 0.0
+    def run(self, task, state: State, groups: list[list[int]], server_round: int) -> _Outcome:
+        """Call `task` (train_pack or evaluate_pack) once per group from the global `state`."""
+        arrays, outcome = ArrayRecord(state), _Outcome()
         for group in groups:
-            if sum(len(self.data.train_ids(c)) for c in group) == 0:
-                continue  # a lone empty client: the harness's train_pack would fail it
-            started = time.perf_counter()
-            group_state, metrics = train_pack(self.data, arrays, self._config(group, server_round))
-            seconds += time.perf_counter() - started
-            results.append((group_state, int(metrics["num-examples"]), float(metrics["train_loss"])))
-        return results, seconds
-
-    def evaluate(self, state: State, groups: list[list[int]], server_round: int) -> tuple[list, float]:
-        """[(examples, eval_loss, eval_acc)] of every group, and seconds."""
-        arrays, results, seconds = ArrayRecord(state), [], 0.0
-        for group in groups:
-            started = time.perf_counter()
-            metrics = evaluate_pack(self.data, arrays, self._config(group, server_round))
-            seconds += time.perf_counter() - started
-            results.append((int(metrics["num-examples"]), float(metrics["eval_loss"]), float(metrics["eval_acc"])))
-        return results, seconds
+            outcome.clients += len(group)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            try:
+                result = task(self.data, arrays, self._config(group, server_round))
+            except ClientFailure:
+                outcome.failures += len(group)
+                continue
+            except ValueError:
+                if self.train_sizes[group].sum() > 0:
+                    raise  # not the empty-group error
+                outcome.failures += len(group) if self.whole_groups else 0
+                continue
+            finally:
+                outcome.seconds += time.perf_counter() - started
+                outcome.cpu_seconds += time.process_time() - cpu_started
+            group_state, metrics = result if isinstance(result, tuple) else (None, result)
+            outcome.failures += int(metrics["failures"])
+            outcome.replies.append((group_state, metrics))
+        return outcome
 
 
 def run_reference(
@@ -166,7 +201,9 @@ def run_reference(
 
     `packs=None` is the independent oracle; `packs=k` follows the harness's summation
     order for k workers. Returns timings, one entry per history row (round 0 first):
-    `train_s` (client training, summed over clients), `fed_eval_s` (federated
+    `train_s` (client training, summed over clients), `train_cpu_s` (this process's CPU
+    time during it: with one thread, train_cpu_s / train_s below 1 means other work took
+    the CPU), `fed_eval_s` (federated
     evaluation, summed), `central_s` (central evaluation; 0.0 when not due), `round_s`
     (the row's round_s); plus `setup_s` (data, partition, model), `wall_s`,
     `train_threads` and `eval_threads`.
@@ -174,7 +211,11 @@ def run_reference(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if str(cfg.strategy._target_) != "sim.strategy.FedAvg":
+        raise ValueError(f"the reference implements FedAvg only, not strategy={cfg.strategy._target_}")
     seed, num_rounds, num_clients = int(cfg.seed), int(cfg.num_rounds), int(cfg.num_clients)
+    max_failed_rounds = int(cfg.get("max_failed_rounds", 0))
+    min_train = max(1, int(cfg.strategy.get("min_train_nodes", 1)))  # as sim.strategy.VirtualClients
     eval_threads = torch.get_num_threads()
     train_threads = int(threads) if threads else max(1, int(cfg.resources.client_cpus))
 
@@ -182,7 +223,8 @@ def run_reference(
     partition = load_or_create_partition(
         data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes), num_clients, seed,
     )
-    clients = _Clients(cfg, ClientData.from_parts(data.train_images, data.train_labels, partition), train_threads)
+    client_data = ClientData.from_parts(data.train_images, data.train_labels, partition)
+    clients = _Clients(cfg, client_data, train_threads, whole_groups=bool(packs))
     planner = RoundPlanner(
         num_clients=num_clients, clients_per_round=int(cfg.clients_per_round),
         eval_clients_per_round=int(cfg.eval_clients_per_round), seed=seed,
@@ -190,39 +232,42 @@ def run_reference(
         max_packs=packs or 1, packable=bool(cfg.strategy.get("packable", False)),
     )
 
-    def groups(server_round: int, k: int, purpose: int) -> list[list[int]]:
+    def groups(server_round: int, purpose: int) -> list[list[int]]:
+        """The round's clients: the harness's packs, or one group per client."""
         if packs:
             return planner.train_packs(server_round) if purpose == TRAIN else planner.evaluate_packs(server_round)
+        k = int(cfg.clients_per_round) if purpose == TRAIN else int(cfg.eval_clients_per_round)
         return [[c] for c in sample_clients(num_clients, k, seed, server_round, purpose).tolist()]
 
     state = {k: v.detach().clone() for k, v in initial_model(cfg).state_dict().items()}
     central = _CentralEval(cfg, data.test_images, data.test_labels)
     writer = HistoryWriter(run_dir / "history.csv")
-    timings: dict[str, Any] = {"train_s": [], "fed_eval_s": [], "central_s": [], "round_s": []}
+    timings: dict[str, Any] = {"train_s": [], "train_cpu_s": [], "fed_eval_s": [], "central_s": [], "round_s": []}
     timings["setup_s"] = time.perf_counter() - started
     try:
         run_started = last = time.perf_counter()
+        failed_streak = 0
         for server_round in range(num_rounds + 1):
             row: dict[str, Any] = {"round": server_round}
-            train_s = fed_eval_s = central_s = 0.0
+            train_s = train_cpu_s = fed_eval_s = central_s = 0.0
             if server_round > 0:
                 torch.set_num_threads(train_threads)
-                train_groups = groups(server_round, int(cfg.clients_per_round), TRAIN)
-                results, train_s = clients.train(state, train_groups, server_round)
-                if not results:
-                    raise ValueError(f"round {server_round}: clients {train_groups} have no training examples")
-                weighted = [(s, n) for s, n, _ in results]
-                state = flower_mean(weighted) if packs else float64_mean(weighted)
-                row.update(
-                    train_clients=sum(map(len, train_groups)), train_failures=0,
-                    train_loss=weighted_metric([(loss, n) for _, n, loss in results]),
-                )
-                eval_groups = groups(server_round, int(cfg.eval_clients_per_round), EVALUATE)
+                trained = clients.run(train_pack, state, groups(server_round, TRAIN), server_round)
+                train_s, train_cpu_s = trained.seconds, trained.cpu_seconds
+                row.update(train_clients=trained.clients, train_failures=trained.failures)
+                if trained.clients - trained.failures >= min_train and trained.replies:  # else the model stays
+                    weighted = [(s, int(m["num-examples"])) for s, m in trained.replies]
+                    state = flower_mean(weighted) if packs else float64_mean(weighted)
+                    row["train_loss"] = _mean_of(trained.replies, "train_loss")
+                failed_streak = failed_streak + 1 if trained.failures == trained.clients else 0
+                eval_groups = groups(server_round, EVALUATE)
                 if eval_groups:
-                    scores, fed_eval_s = clients.evaluate(state, eval_groups, server_round)
-                    row.update(eval_clients=sum(map(len, eval_groups)), eval_failures=0)
-                    row.update(fed_eval_loss=weighted_metric([(loss, n) for n, loss, _ in scores]),
-                               fed_eval_acc=weighted_metric([(acc, n) for n, _, acc in scores]))
+                    scored = clients.run(evaluate_pack, state, eval_groups, server_round)
+                    fed_eval_s = scored.seconds
+                    row.update(eval_clients=scored.clients, eval_failures=scored.failures)
+                    if scored.replies:
+                        row.update(fed_eval_loss=_mean_of(scored.replies, "eval_loss"),
+                                   fed_eval_acc=_mean_of(scored.replies, "eval_acc"))
             if central_due(server_round, int(cfg.central_eval_every), num_rounds):
                 torch.set_num_threads(eval_threads)
                 t0 = time.perf_counter()
@@ -232,11 +277,14 @@ def run_reference(
             row.update(round_s=round(now - last, 4), elapsed_s=round(now - run_started, 4))
             last = now
             writer.append(row)
-            for key, value in (("train_s", train_s), ("fed_eval_s", fed_eval_s), ("central_s", central_s)):
+            for key, value in (("train_s", train_s), ("train_cpu_s", train_cpu_s),
+                               ("fed_eval_s", fed_eval_s), ("central_s", central_s)):
                 timings[key].append(value)
             timings["round_s"].append(row["round_s"])
             log.info("reference round %d: %.2f s (clients %.2f s, central %.2f s)",
                      server_round, row["round_s"], train_s + fed_eval_s, central_s)
+            if 0 < max_failed_rounds <= failed_streak:
+                raise RunAborted(f"every client failed in {failed_streak} consecutive rounds (reference)")
     finally:
         torch.set_num_threads(eval_threads)
     timings.update(wall_s=time.perf_counter() - started, train_threads=train_threads, eval_threads=eval_threads)
