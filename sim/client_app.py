@@ -68,6 +68,8 @@ def build_model(config: ConfigRecord, device: torch.device) -> torch.nn.Module:
         image_size=int(config["image-size"]),
         num_classes=int(config["num-classes"]),
     )
+    if bool(config.get("channels-last", False)):
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device)
 
 
@@ -87,6 +89,7 @@ def train_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -> t
         momentum=float(config["momentum"]),
         weight_decay=float(config["weight-decay"]),
         proximal_mu=float(config.get("proximal-mu", 0.0)),
+        amp=bool(config.get("amp", False)),
     )
     seed, server_round = int(config["seed"]), int(config["server-round"])
     model = build_model(config, device)

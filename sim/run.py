@@ -60,6 +60,8 @@ def client_config(cfg: DictConfig) -> ConfigRecord:
             "failure-rate": float(cfg.client.failure_rate),
             "straggler-rate": float(cfg.client.straggler_rate),
             "straggler-delay-s": float(cfg.client.straggler_delay_s),
+            "amp": bool(cfg.client.amp),
+            "channels-last": bool(cfg.client.channels_last),
         }
     )
 

@@ -165,6 +165,7 @@ REQUIRED: dict[str, Rule] = {
 OPTIONAL: dict[str, Rule] = {
     "max_failed_rounds": _int(0), "fail_fast": BOOL,
     "checkpoint_every": _int(0), "resume": Choice((True, False, None), TEXT.pattern, "true, false, null or a path"),
+    "client.amp": BOOL, "client.channels_last": BOOL,
     "client.failure_rate": FRACTION, "client.straggler_rate": FRACTION, "client.straggler_delay_s": NON_NEGATIVE,
     "dataset.url": TEXT, "dataset.md5": Choice(pattern=r"[0-9a-fA-F]{32}", text="32 hex digits"),
     "dataset.num_train": _int(1), "dataset.num_test": _int(1), "dataset.noise": FRACTION,
@@ -173,6 +174,7 @@ OPTIONAL: dict[str, Rule] = {
     "partition.classes_per_client": _int(1),
     "partition.class_assignment_mode": Choice(("first-deterministic", "deterministic", "random")),
     "model.in_channels": _int(1), "model.image_size": _int(1), "model.num_classes": _int(2), "strategy.packable": BOOL,
+    "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
 }
 # Keys a partition scheme or a data source needs (besides the common ones).
 SCHEME_KEYS = {

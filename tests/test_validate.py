@@ -116,20 +116,20 @@ BAD = [
     (["resources.server_device=cuda"], "resources.server_device"),
     (["resources.server_device=cuda", "resources.address=auto"], "resources.server_device"),
     # keys that other options add: checked when present
-    (["+client.failure_rate=1.5"], "client.failure_rate"),
-    (["+client.straggler_rate=-0.1"], "client.straggler_rate"),
-    (["+client.straggler_delay_s=-1"], "client.straggler_delay_s"),
-    (["+checkpoint_every=-1"], "checkpoint_every"),
-    (["+resume=1"], "resume"),
-    (["+strategy.proximal_mu=-0.1"], "strategy.proximal_mu"),
-    (["+strategy.server_momentum=1.0"], "strategy.server_momentum"),
-    (["+strategy.eta=0"], "strategy.eta"),
-    (["+strategy.beta=0.5"], "strategy.beta"),
-    (["+strategy.num_malicious_nodes=-1"], "strategy.num_malicious_nodes"),
-    (["+strategy.num_nodes_to_select=11"], "strategy.num_nodes_to_select"),
-    (["+strategy.num_sampled_clients=101"], "strategy.num_sampled_clients"),
-    (["+strategy.clipping_norm=0"], "strategy.clipping_norm"),
-    (["+strategy.strategy._target_=x.FedAvg", "+strategy.strategy.proximal_mu=-1"], "strategy.strategy.proximal_mu"),
+    (["++client.failure_rate=1.5"], "client.failure_rate"),
+    (["++client.straggler_rate=-0.1"], "client.straggler_rate"),
+    (["++client.straggler_delay_s=-1"], "client.straggler_delay_s"),
+    (["++checkpoint_every=-1"], "checkpoint_every"),
+    (["++resume=1"], "resume"),
+    (["++strategy.proximal_mu=-0.1"], "strategy.proximal_mu"),
+    (["++strategy.server_momentum=1.0"], "strategy.server_momentum"),
+    (["++strategy.eta=0"], "strategy.eta"),
+    (["++strategy.beta=0.5"], "strategy.beta"),
+    (["++strategy.num_malicious_nodes=-1"], "strategy.num_malicious_nodes"),
+    (["++strategy.num_nodes_to_select=11"], "strategy.num_nodes_to_select"),
+    (["++strategy.num_sampled_clients=101"], "strategy.num_sampled_clients"),
+    (["++strategy.clipping_norm=0"], "strategy.clipping_norm"),
+    (["++strategy.strategy._target_=x.FedAvg", "++strategy.strategy.proximal_mu=-1"], "strategy.strategy.proximal_mu"),
 ]
 
 
@@ -206,9 +206,9 @@ def test_gpu_visibility_is_a_plain_bool() -> None:
 
 def test_optional_keys_pass_when_in_range() -> None:
     validate(make_cfg(
-        "+client.failure_rate=0.1", "+client.straggler_rate=0", "+client.straggler_delay_s=2.5",
-        "+checkpoint_every=5", "+resume=true", "+strategy.proximal_mu=0.01", "+strategy.beta=0.2",
-        "+strategy.num_sampled_clients=10", "+strategy.noise_multiplier=0", "+strategy.clipping_norm=1",
+        "++client.failure_rate=0.1", "++client.straggler_rate=0", "++client.straggler_delay_s=2.5",
+        "++checkpoint_every=5", "++resume=true", "++strategy.proximal_mu=0.01", "++strategy.beta=0.2",
+        "++strategy.num_sampled_clients=10", "++strategy.noise_multiplier=0", "++strategy.clipping_norm=1",
         "resources.ray_cpus=4", "resources.ray_gpus=0", "partition=shard", "partition.shard_size=250",
     ))
 
