@@ -59,6 +59,18 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="module")
+def ray_cluster_address():
+    """A one-node Ray cluster (2 CPUs) that several runs attach to, saving a Ray start each."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
 @pytest.fixture
 def cifar10_archive() -> Path:
     """The shared CIFAR-10 JPEG archive, or skip."""
