@@ -37,6 +37,9 @@ def ray_init_kwargs(resources, verbose: bool) -> dict[str, Any]:
     if resources.address:
         kwargs["address"] = str(resources.address)
         return kwargs
+    # "local": always a new instance; None would attach to a cluster that `ray start` (or
+    # RAY_ADDRESS) left on this machine, and then refuse num_cpus/num_gpus
+    kwargs["address"] = "local"
     if resources.ray_cpus is not None:
         kwargs["num_cpus"] = int(resources.ray_cpus)
     if resources.ray_gpus is not None:

@@ -3,7 +3,8 @@
 Ray can be told it has GPUs it cannot see (`resources.ray_gpus=1`); it then packs client
 tasks by their GPU share exactly as on a GPU machine, while each task, finding no CUDA,
 trains on the CPU. Four stragglers that sleep 2 s each make the packing visible: at a
-quarter GPU each, a round takes about 2 s (one after another it would take 8 s).
+quarter GPU each, a round takes about 2 s (one after another it would take 8 s). That run
+also names a dead RAY_ADDRESS, which a private Ray (`resources.address=null`) must ignore.
 `sim.bench.gpu_check` itself needs a GPU; here only its refusal and pure parts run.
 """
 
@@ -140,7 +141,8 @@ def test_quarter_gpu_runs_four_clients_at_once(tmp_path, data_dir):
         "client.straggler_rate=1.0", f"client.straggler_delay_s={STRAGGLE_S}",
         "resources.client_gpus=0.25", *LOGICAL_GPU, f"dataset.data_dir={data_dir}",
     ]
-    result = run_cli(overrides, cwd=tmp_path, timeout=150)
+    # a private Ray even where RAY_ADDRESS (or a `ray start` on this machine) names another cluster
+    result = run_cli(overrides, cwd=tmp_path, timeout=150, env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "clients running at once: 4" in result.stdout + result.stderr
     (run_dir,) = run_dirs(tmp_path)
