@@ -75,7 +75,6 @@ class RoundRecorder:
         self.round_offset = round_offset  # rounds done before a resume; their rows exist already
         self.checkpoint: Callable[[int, ArrayRecord], None] | None = None
         self._failed_streak = 0
-        self.latest_arrays: ArrayRecord | None = None
         self._row: dict = {}
         self._started = self._last = time.perf_counter()
 
@@ -109,7 +108,6 @@ class RoundRecorder:
         if server_round == 0 and self.round_offset > 0:
             return None  # a resumed run: the restored model's row is already in history.csv
         server_round += self.round_offset
-        self.latest_arrays = arrays
         result = None
         row = {"round": server_round, **self._row}
         if self.central_due(server_round):

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, run_cli, run_dirs
+from conftest import TINY, run_cli, run_dirs
 from sim.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
