@@ -30,15 +30,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from datasets import Dataset
-from flwr_datasets.partitioner import (
-    DirichletPartitioner,
-    Partitioner,
-    PathologicalPartitioner,
-    ShardPartitioner,
-)
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # flwr-datasets (and pyarrow behind it) load only when a split is computed
+    from flwr_datasets.partitioner import Partitioner
 
 from sim.partition_report import atomic_write, report_paths, write_report
 
@@ -111,6 +109,8 @@ def _make_partitioner(
     scheme: str, num_clients: int, seed: int, params: dict[str, Any]
 ) -> Partitioner:
     """Build the flwr-datasets partitioner of a non-IID scheme from the yaml parameters."""
+    from flwr_datasets.partitioner import DirichletPartitioner, PathologicalPartitioner, ShardPartitioner
+
     if scheme == "dirichlet":
         return DirichletPartitioner(
             num_partitions=num_clients, partition_by="label", alpha=float(params["alpha"]),
@@ -158,6 +158,8 @@ def partition_labels(
     settings = ", ".join(
         [f"num_clients={num_clients}"] + [f"partition.{k}={v}" for k, v in params.items()]
     )
+    from datasets import Dataset
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

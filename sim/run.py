@@ -126,6 +126,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
         # 4. ray
         with ray_session(cfg.resources, cfg.verbose), interruptible():
             handle = DataHandle.share(ClientData.from_parts(data.train_images, data.train_labels, partition))
+            del data  # the train arrays now live in Ray's object store; the driver keeps the test set
             workers = concurrency(cfg.resources)
             log.info("clients running at once: %d", workers)
             # 5. strategy

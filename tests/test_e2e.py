@@ -23,11 +23,11 @@ METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, data_dir):
-    """Three tiny runs: seed 0, seed 0 again, seed 1; each in its own working directory."""
+    """Tiny runs: seed 0, seed 0 again, seed 1, and seed 0 with one client per message."""
     runs = {}
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for name, extra in (("a", ["seed=0"]), ("b", ["seed=0"]), ("c", ["seed=1"]), ("d", ["seed=0", "strategy.packable=false"])):
         cwd = tmp_path_factory.mktemp(f"run_{name}")
-        result = run_cli([*TINY, f"seed={seed}", f"dataset.data_dir={data_dir}"], cwd=cwd)
+        result = run_cli([*TINY, *extra, f"dataset.data_dir={data_dir}"], cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         (run_dir,) = run_dirs(cwd)
         runs[name] = (run_dir, result)
@@ -59,6 +59,12 @@ def test_same_seed_same_history_other_seed_differs(tiny_runs):
     a, b, c = (pd.read_csv(tiny_runs[k][0] / "history.csv")[METRICS] for k in "abc")
     pd.testing.assert_frame_equal(a, b)
     assert not a.equals(c)
+
+
+def test_packing_clients_changes_only_the_order_of_float_sums(tiny_runs):
+    packed = pd.read_csv(tiny_runs["a"][0] / "history.csv")[METRICS]
+    one_per_message = pd.read_csv(tiny_runs["d"][0] / "history.csv")[METRICS]
+    pd.testing.assert_frame_equal(packed, one_per_message, check_exact=False, rtol=1e-5, atol=1e-7)
 
 
 def test_library_logs_stay_quiet(tiny_runs):
