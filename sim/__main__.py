@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
 from sim.data import DataError
 from sim.interrupt import Interrupted
+from sim.sweep import FAILED_JOBS
 from sim.errors import RunAborted
 from sim.validate import ConfigError, validate
 
@@ -84,6 +85,10 @@ def main(cfg: DictConfig) -> float | None:
     quiet_libraries(cfg.get("verbose") is True)  # before flwr and ray are imported and log
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.get("fail_fast") is True and FAILED_JOBS:
+        print(f"error: sweep stopped: job {FAILED_JOBS[0]} failed and fail_fast=true", file=sys.stderr)
+        _remove_if_untouched(run_dir)
+        sys.exit(EXIT_RUN_ABORTED)  # SystemExit passes Hydra's per-job error handling: the sweep ends
     try:
         validate(cfg)
         resume = bool(cfg.resume)

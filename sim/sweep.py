@@ -91,15 +91,22 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-class SweepSummary(Callback):
-    """Writes `<sweep dir>/sweep.csv` after every job of a multirun; stops on failure if asked."""
+FAILED_JOBS: list[int] = []  # this process's failed jobs; with fail_fast=true the next job stops the sweep
 
-    def __init__(self, fail_fast: bool = False):
-        self.fail_fast = fail_fast
+
+class SweepSummary(Callback):
+    """Writes `<sweep dir>/sweep.csv` after every job of a multirun and notes failed jobs.
+
+    (Hydra swallows exceptions raised in callbacks, so stopping a sweep is left to the
+    entry point, which reads `FAILED_JOBS` before each job.)
+    """
+
+    def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.rows = []
+        FAILED_JOBS.clear()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -111,5 +118,4 @@ class SweepSummary(Callback):
         write_rows(sweep_dir / "sweep.csv", self.rows)
         if job_return.status == JobStatus.FAILED:
             log.error("job %s failed: %s", config.hydra.job.num, self.rows[-1]["error"])
-            if self.fail_fast:
-                raise RuntimeError(f"sweep stopped: job {config.hydra.job.num} failed (fail_fast=true)")
+            FAILED_JOBS.append(int(config.hydra.job.num))

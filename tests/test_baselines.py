@@ -35,12 +35,13 @@ def _regress(run_dir, baseline, cwd):
     return run_cli([str(run_dir), "--baseline", str(baseline)], cwd=cwd, module="sim.regress", timeout=120)
 
 
-def test_synthetic_curve_matches_its_baseline_and_a_slower_lr_fails(tmp_path, data_dir):
+def test_synthetic_curve_matches_its_baseline_and_a_slower_lr_fails(tmp_path, data_dir, ray_cluster_address):
     baseline = BASELINES / "synthetic_fedavg.csv"
     for name, extra in (("same", []), ("slow", ["client.lr=0.005"])):
         cwd = tmp_path / name
         cwd.mkdir()
-        result = run_cli([*SYNTHETIC, *extra, f"dataset.data_dir={data_dir}"], cwd=cwd)
+        result = run_cli([*SYNTHETIC, *extra, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"],
+                         cwd=cwd)
         assert result.returncode == 0, result.stderr[-3000:]
         (run_dir,) = run_dirs(cwd)
         check = _regress(run_dir, baseline, cwd)

@@ -22,12 +22,16 @@ METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, data_dir):
-    """Tiny runs: seed 0, seed 0 again, seed 1, and seed 0 with one client per message."""
+def tiny_runs(tmp_path_factory, data_dir, ray_cluster_address):
+    """Tiny runs: seed 0, seed 0 again, seed 1, and seed 0 with one client per message.
+
+    They attach to one running Ray cluster (saves a Ray start each); the other tests of
+    this module start their own private Ray, as a plain `python -m sim` does.
+    """
     runs = {}
     for name, extra in (("a", ["seed=0"]), ("b", ["seed=0"]), ("c", ["seed=1"]), ("d", ["seed=0", "strategy.packable=false"])):
         cwd = tmp_path_factory.mktemp(f"run_{name}")
-        result = run_cli([*TINY, *extra, f"dataset.data_dir={data_dir}"], cwd=cwd)
+        result = run_cli([*TINY, *extra, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"], cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         (run_dir,) = run_dirs(cwd)
         runs[name] = (run_dir, result)

@@ -32,9 +32,9 @@ def test_every_strategy_runs_end_to_end_in_one_sweep(tmp_path, data_dir, ray_clu
 
 
 @pytest.mark.slow
-def test_failing_clients_are_counted_and_never_hang(tmp_path, data_dir):
+def test_failing_clients_are_counted_and_never_hang(tmp_path, data_dir, ray_cluster_address):
     result = run_cli(
-        [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=10", "client.failure_rate=0.3",
+        [*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", "num_rounds=10", "client.failure_rate=0.3",
          "num_clients=10", "clients_per_round=6", "eval_clients_per_round=4", "strategy=fedmedian"],
         cwd=tmp_path, timeout=600,
     )
@@ -49,9 +49,9 @@ def test_failing_clients_are_counted_and_never_hang(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_run_stops_when_every_client_keeps_failing(tmp_path, data_dir):
+def test_run_stops_when_every_client_keeps_failing(tmp_path, data_dir, ray_cluster_address):
     result = run_cli(
-        [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=20", "client.failure_rate=1.0", "max_failed_rounds=2"],
+        [*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", "num_rounds=20", "client.failure_rate=1.0", "max_failed_rounds=2"],
         cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 1

@@ -18,9 +18,10 @@ def sweep_root(cwd: Path) -> Path:
     return csv_path.parent
 
 
-def test_two_by_two_sweep_with_a_failing_value(tmp_path, data_dir):
+def test_two_by_two_sweep_with_a_failing_value(tmp_path, data_dir, ray_cluster_address):
     # client.lr=-1 is invalid: those two jobs must fail, the other two must finish
-    result = run_cli(["-m", *TINY, f"dataset.data_dir={data_dir}", "seed=0,1", "client.lr=0.05,-1"], cwd=tmp_path, timeout=600)
+    result = run_cli(["-m", *TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}",
+                      "seed=0,1", "client.lr=0.05,-1"], cwd=tmp_path, timeout=600)
     assert result.returncode != 0  # the exit code says that a job failed
     root = sweep_root(tmp_path)
     sweep = pd.read_csv(root / "sweep.csv")
@@ -48,10 +49,11 @@ def test_fail_fast_stops_the_sweep_at_the_first_failure(tmp_path, data_dir):
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
                     reason="hydra-optuna-sweeper is not installed (pip install -e '.[optuna]')")
-def test_optuna_sweeper_runs_three_trials(tmp_path, data_dir):
+def test_optuna_sweeper_runs_three_trials(tmp_path, data_dir, ray_cluster_address):
     result = run_cli(
         ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=maximize",
-         "client.lr=interval(0.005,0.1)", *TINY, f"dataset.data_dir={data_dir}", "eval_clients_per_round=0"],
+         "client.lr=interval(0.005,0.1)", *TINY, f"dataset.data_dir={data_dir}", "eval_clients_per_round=0",
+         f"resources.address={ray_cluster_address}"],
         cwd=tmp_path, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
