@@ -8,7 +8,7 @@ purpose only: see the README, "Guarding accuracy curves in CI"):
     python -m sim.regress build /tmp/base/synthetic --out tests/baselines/synthetic_fedavg.csv
 
     # real CIFAR-10 (shared copy): a band over seeds 0..4; CI reruns seed 0 and checks it stays inside
-    python -m sim -m <CIFAR10 settings below> seed=0,1,2,3,4 hydra.sweep.dir=/tmp/base/cifar10
+    python -m sim -m experiment=cifar10_dirichlet dataset.path=... seed=0,1,2,3,4 hydra.sweep.dir=/tmp/base/cifar10
     python -m sim.regress build /tmp/base/cifar10 --out tests/baselines/cifar10_dirichlet_band.csv
 """
 
@@ -25,10 +25,7 @@ SYNTHETIC = [
     "clients_per_round=5", "eval_clients_per_round=0", "num_rounds=8", "client.epochs=2",
     "client.lr=0.05", "client.batch_size=16",
 ]
-CIFAR10 = [
-    "num_clients=20", "clients_per_round=10", "eval_clients_per_round=0", "partition=dirichlet",
-    "partition.alpha=0.5", "num_rounds=10", "client.epochs=1", "client.lr=0.05",
-]
+CIFAR10 = ["experiment=cifar10_dirichlet"]  # 20 clients, Dirichlet(0.5), 10 rounds (conf/experiment/)
 
 
 def _regress(run_dir, baseline, cwd):

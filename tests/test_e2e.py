@@ -79,8 +79,9 @@ def test_library_logs_stay_quiet(tiny_runs):
 
 
 def test_federated_eval_and_central_eval_can_be_turned_off(tmp_path, data_dir):
-    result = run_cli(
-        [*TINY, "eval_clients_per_round=0", "central_eval_every=0", f"dataset.data_dir={data_dir}"], cwd=tmp_path
+    result = run_cli(  # the smoke experiment is TINY's settings as a preset
+        ["experiment=smoke", "eval_clients_per_round=0", "central_eval_every=0", f"dataset.data_dir={data_dir}"],
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path)
