@@ -22,7 +22,7 @@ Setup here, once, from the repository root. The device gets only the repository,
 image (Python 3.12, torch) lacks Flower, Ray and Hydra: they travel as one stripped cp312
 folder (38 MB packed) beside the 19 MB CIFAR-10 archive, under the tool's 64 MiB:
 
-    mkdir -p .devdata && echo /.devdata/ >> .git/info/exclude && cp ../shared/cifar10/cifar10-jpeg.tar.gz .devdata/
+    mkdir -p .devdata && echo /.devdata/ >> .git/info/exclude && cp "$SIM_CIFAR10_ARCHIVE" .devdata/cifar10-jpeg.tar.gz
     rm -rf /tmp/w312 /tmp/site312
     P="--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux2014_x86_64"
     P="$P --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64"
