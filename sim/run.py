@@ -142,9 +142,12 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
                 restore_strategy_state(strategy, checkpoint["strategy"])
             every = int(cfg.checkpoint_every)
             if every > 0:
-                recorder.checkpoint = lambda r, a: (r % every == 0 or r == num_rounds) and save_checkpoint(
-                    run_dir, r, a, strategy
-                )
+
+                def checkpoint_if_due(server_round: int, arrays: ArrayRecord) -> None:
+                    if server_round % every == 0 or server_round == num_rounds:
+                        save_checkpoint(run_dir, server_round, arrays, strategy)
+
+                recorder.checkpoint = checkpoint_if_due
             # 6. simulate
             if done < num_rounds:
                 run_simulation(

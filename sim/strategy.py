@@ -20,7 +20,6 @@ from flwr.serverapp import strategy as flwr_strategy
 from sim.sampling import RoundPlanner
 
 log = logging.getLogger(__name__)
-WEIGHT_KEY = "num-examples"  # reply metric that weighs a reply in every mean
 COUNT_KEYS = ("clients", "failures")  # reply metrics that are summed, not averaged
 
 
@@ -198,23 +197,20 @@ class QFedAvg(VirtualClients, flwr_strategy.QFedAvg):
     """q-FFL: updates weighted towards clients with higher loss (fairness)."""
 
 
-def _wrap(strategy_factory, planner: RoundPlanner, observer: RoundObserver):
-    """Build the wrapped strategy from its Hydra partial with the run-time objects."""
-    return strategy_factory(planner=planner, observer=observer)
+class WrapsVirtualClients:
+    """Mixin for a Flower strategy wrapper (the DP ones): builds the wrapped strategy.
 
-
-class DPServerSideFixedClipping(flwr_strategy.DifferentialPrivacyServerSideFixedClipping):
-    """Central DP: the server clips each client's update to a fixed norm and adds noise.
-
-    `strategy` is a Hydra partial of the wrapped strategy (any class of this module).
+    `strategy` is a Hydra partial of the wrapped strategy (any class of this module); it
+    is completed here with the run-time `planner` and `observer`.
     """
 
     def __init__(self, *, strategy, planner: RoundPlanner, observer: RoundObserver, packable: bool = False, **kwargs: Any):
-        super().__init__(_wrap(strategy, planner, observer), **kwargs)
+        super().__init__(strategy(planner=planner, observer=observer), **kwargs)
 
 
-class DPServerSideAdaptiveClipping(flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping):
+class DPServerSideFixedClipping(WrapsVirtualClients, flwr_strategy.DifferentialPrivacyServerSideFixedClipping):
+    """Central DP: the server clips each client's update to a fixed norm and adds noise."""
+
+
+class DPServerSideAdaptiveClipping(WrapsVirtualClients, flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping):
     """Central DP with a clipping norm adapted each round towards a target quantile."""
-
-    def __init__(self, *, strategy, planner: RoundPlanner, observer: RoundObserver, packable: bool = False, **kwargs: Any):
-        super().__init__(_wrap(strategy, planner, observer), **kwargs)
