@@ -7,11 +7,9 @@
 """
 
 import ctypes
-import logging
-import os
 import shutil
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import hydra
@@ -21,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
 from sim.data import DataError
-from sim.interrupt import Interrupted
 from sim.sweep import FAILED_JOBS
 from sim.errors import RunAborted
 from sim.validate import ConfigError, validate
@@ -48,22 +45,6 @@ def saved_config(run_dir: Path) -> DictConfig:
     if not path.exists():
         raise ConfigError(f"resume={run_dir} is not a run directory: {path} does not exist")
     return OmegaConf.load(path)
-
-
-@contextmanager
-def exit_on_interrupt():
-    """On Ctrl-C/SIGTERM: say what was kept, wait for any history write, exit 130/143.
-
-    `os._exit`, because Flower's server thread may still wait for the abandoned round.
-    """
-    try:
-        yield
-    except Interrupted as stop:
-        print(f"{stop}: the current round was abandoned; finished rounds are in history.csv", file=sys.stderr)
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(stop.exit_code)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -97,8 +78,7 @@ def main(cfg: DictConfig) -> float | None:
             validate(cfg)
         from sim.run import run
 
-        with exit_on_interrupt():
-            return run(cfg, run_dir, resume=resume)
+        return run(cfg, run_dir, resume=resume)  # Ctrl-C/SIGTERM: see sim/interrupt.py
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -1,44 +1,84 @@
 """Ctrl-C and SIGTERM: abandon the current round, keep the history, stop Ray, exit 130/143.
 
-Inside `interruptible()` both signals raise `Interrupted` (a BaseException, so library
-code that catches `Exception` lets it through) in the main thread; the run's `finally`
-blocks then shut Ray down. Flower's server thread may still be waiting for the abandoned
-round's replies, so the entry point ends the process with `os._exit` once the history
-file is not being written.
+The stop happens inside the signal handler, not by raising into the main thread. Raising
+there would unwind through Flower's simulation engine, whose clean-up shuts Ray down
+while its worker threads may still wait on client replies; a thread that touches Ray
+after the shutdown makes Ray's core worker end the whole process with exit code 1,
+before anything is printed. So the handler, in order:
+
+1. says what happens (one line on stderr);
+2. waits for a history row being written to finish (the writer's lock);
+3. kills the processes this run started (the private Ray instance: GCS, raylet, agents,
+   workers) with SIGKILL; an attached cluster sees its driver go and cleans up itself;
+4. ends the process with `os._exit(130 or 143)`.
+
+Finished rounds are already on disk (each row is fsynced), and checkpoints are written
+to a temporary file and renamed, so nothing finished is lost.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import sys
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+import psutil
+
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+WRITE_WAIT_S = 30.0  # longest wait for a history row being written before exiting anyway
 
 
-class Interrupted(BaseException):
-    """The run was asked to stop by a signal."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        """130 for SIGINT, 143 for SIGTERM (128 + the signal number)."""
-        return EXIT_CODES.get(self.signum, 128 + self.signum)
+def exit_code(signum: int) -> int:
+    """130 for SIGINT, 143 for SIGTERM (128 + the signal number)."""
+    return EXIT_CODES.get(signum, 128 + signum)
 
 
-def _raise(signum, frame) -> None:
-    for sig in EXIT_CODES:  # one stop is enough: a second signal must not break the clean-up
+def kill_descendants() -> int:
+    """SIGKILL every process started by this one (children first found, all levels); count them."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass  # already gone
+    return len(children)
+
+
+def stop_now(signum: int, write_lock: threading.Lock) -> None:
+    """Say what is kept, let a history write finish, kill this run's processes, exit."""
+    for sig in EXIT_CODES:  # one stop is enough: a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(signum)
+    name = signal.Signals(signum).name
+    print(f"interrupted by {name}: the current round was abandoned; finished rounds are in history.csv",
+          file=sys.stderr, flush=True)
+    write_lock.acquire(timeout=WRITE_WAIT_S)  # kept until the exit: no new row starts
+    try:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        kill_descendants()
+    finally:
+        os._exit(exit_code(signum))
 
 
 @contextmanager
-def interruptible() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise `Interrupted`; old handlers come back after."""
-    previous = {sig: signal.signal(sig, _raise) for sig in EXIT_CODES}
+def interruptible(write_lock: threading.Lock) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM stop the run at once (see the module docstring).
+
+    `write_lock` is the history writer's lock: a row being written is finished first.
+    Only the main thread can install signal handlers; elsewhere the block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stop_now(signum, write_lock)) for sig in EXIT_CODES}
     try:
         yield
     finally:

@@ -124,7 +124,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
             max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done,
         )
         # 4. ray
-        with ray_session(cfg.resources, cfg.verbose), interruptible():
+        with ray_session(cfg.resources, cfg.verbose), interruptible(writer.lock):
             handle = DataHandle.share(ClientData.from_parts(data.train_images, data.train_labels, partition))
             del data  # the train arrays now live in Ray's object store; the driver keeps the test set
             workers = concurrency(cfg.resources)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from conftest import TINY, run_cli, run_dirs
@@ -19,25 +20,35 @@ METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 ARGS = [*TINY, "num_rounds=8", "strategy=fedadam"]  # FedAdam: server state that must survive
 
 
-def ray_processes_of(driver_pid: int) -> list[str]:
-    """Command lines of live processes that belong to the Ray session started by `driver_pid`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"_{driver_pid}/" in cmdline or cmdline.rstrip().endswith(f"_{driver_pid}"):
-            found.append(cmdline[:200])
-    return found
+def processes_started_by(pid: int) -> list[psutil.Process]:
+    """Every live process below `pid`: its private Ray instance (GCS, raylet, agents, workers)."""
+    return psutil.Process(pid).children(recursive=True)
 
 
-def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, int]:
-    """Start a run, send `sig` once history.csv has `at_round`, return (exit code, run dir, pid)."""
+def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[str]:
+    """Command lines of the `processes` still running (zombies count as gone) after up to `wait_s`."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for proc in processes:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(proc.cmdline())[:200])
+            except psutil.Error:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, list[psutil.Process]]:
+    """Start a run, send `sig` once history.csv has `at_round`.
+
+    Returns the exit code, the run directory and the processes the run had started.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = []
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -45,24 +56,25 @@ def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> t
             if found and len((found[0] / "history.csv").read_text().splitlines()) >= at_round + 2:
                 break
             time.sleep(0.1)
+        started = processes_started_by(proc.pid)
         proc.send_signal(sig)
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert "abandoned" in output, output[-3000:]
+    assert len(started) >= 3, "the run had not started its Ray instance"  # GCS, raylet, workers
     (run_dir,) = run_dirs(cwd)
-    return proc.returncode, run_dir, proc.pid
+    return proc.returncode, run_dir, started
 
 
 def test_sigterm_keeps_history_stops_ray_and_exits_143(tmp_path, data_dir):
-    returncode, run_dir, pid = interrupt_at_round(tmp_path, [*ARGS, f"dataset.data_dir={data_dir}"], signal.SIGTERM, 3)
+    returncode, run_dir, started = interrupt_at_round(tmp_path, [*ARGS, f"dataset.data_dir={data_dir}"], signal.SIGTERM, 3)
     assert returncode == 143
     history = pd.read_csv(run_dir / "history.csv")  # valid CSV, whole rows
     assert history["round"].tolist() == list(range(len(history))) and len(history) >= 4
     assert history["central_acc"].notna().all()
-    time.sleep(2)
-    assert ray_processes_of(pid) == []
+    assert still_alive(started) == []
 
 
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir):
@@ -75,10 +87,9 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir):
 
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    returncode, run_dir, pid = interrupt_at_round(resumed, args, signal.SIGINT, 4)
+    returncode, run_dir, started = interrupt_at_round(resumed, args, signal.SIGINT, 4)
     assert returncode == 130  # Ctrl-C
-    time.sleep(2)
-    assert ray_processes_of(pid) == []
+    assert still_alive(started) == []
     partial = pd.read_csv(run_dir / "history.csv")
     assert partial["round"].tolist() == list(range(len(partial))) and len(partial) >= 5
     config_before = (run_dir / ".hydra" / "config.yaml").read_text()
