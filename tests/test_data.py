@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -107,13 +106,11 @@ def test_cifar10_download_checks_md5(tmp_path: Path) -> None:
 
 def test_cifar10_offline_error_is_one_clear_message(tmp_path: Path) -> None:
     cfg = make_cfg("cifar10", tmp_path, url="http://127.0.0.1:9/x.tar.gz")
-    start = time.perf_counter()
     with pytest.raises(DataError) as info:
         load_dataset(cfg, seed=0)
     message = str(info.value)
     assert "cannot download CIFAR-10 from http://127.0.0.1:9/x.tar.gz" in message
     assert "dataset.path=" in message and "\n" not in message
-    assert time.perf_counter() - start < 25
     assert [p.name for p in (tmp_path / "data").iterdir()] == []
 
 
@@ -280,11 +277,9 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- synthetic data
 
 
-def test_synthetic_shapes_determinism_and_speed(tmp_path: Path) -> None:
+def test_synthetic_shapes_and_determinism(tmp_path: Path) -> None:
     cfg = make_cfg("synthetic", tmp_path)
-    start = time.perf_counter()
     ds = load_dataset(cfg, seed=3)
-    assert time.perf_counter() - start < 1.5
     assert ds.train_images.shape == (5000, 32, 32, 3) and ds.train_images.dtype == np.uint8
     assert ds.test_images.shape == (1000, 32, 32, 3) and ds.train_labels.dtype == np.int64
     assert set(np.unique(ds.train_labels)) == set(range(10)) and ds.test_labels.max() < 10
@@ -325,9 +320,7 @@ def cache_dirs(tmp_path: Path) -> list[Path]:
 def test_cache_second_load_is_memmap_and_identical(tmp_path: Path) -> None:
     cfg = make_cfg("synthetic", tmp_path, num_train=100, num_test=20)
     first = load_dataset(cfg, seed=1)
-    start = time.perf_counter()
     second = load_dataset(cfg, seed=1)
-    assert time.perf_counter() - start < 0.5
     assert isinstance(second.train_images, np.memmap) and not second.train_images.flags.writeable
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
@@ -440,7 +433,5 @@ def test_real_cifar10_copy(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.bincount(ds.test_labels), [1000] * 10)
     mean = ds.train_images[::10].reshape(-1, 3).mean(0) / 255
     np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=0.01)
-    start = time.perf_counter()
     cached = load_dataset(cfg, seed=0)
-    assert time.perf_counter() - start < 1.0
     assert isinstance(cached.train_images, np.memmap)
