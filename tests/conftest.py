@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -51,6 +53,27 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 240, module: str = "sim
 def run_dirs(cwd: Path) -> list[Path]:
     """Run directories (those holding a history.csv) under `cwd/results`, oldest first."""
     return sorted(p.parent for p in (cwd / "results").rglob("history.csv"))
+
+
+def processes_started_by(pid: int) -> list[psutil.Process]:
+    """Every live process below `pid`: its private Ray instance (GCS, raylet, agents, workers)."""
+    return psutil.Process(pid).children(recursive=True)
+
+
+def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[str]:
+    """Command lines of the `processes` still running (zombies count as gone) after up to `wait_s`."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for proc in processes:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(proc.cmdline())[:200])
+            except psutil.Error:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

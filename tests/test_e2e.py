@@ -5,6 +5,7 @@ Real Flower, real Ray, real torch: nothing is mocked. Each run starts its own Ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -12,9 +13,10 @@ import sys
 import time
 
 import pandas as pd
+import psutil
 import pytest
 
-from conftest import TINY, run_cli, run_dirs
+from conftest import TINY, processes_started_by, run_cli, run_dirs
 from sim.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -97,6 +99,7 @@ def test_killed_run_keeps_every_finished_round(tmp_path, data_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    started = []
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -104,11 +107,15 @@ def test_killed_run_keeps_every_finished_round(tmp_path, data_dir):
             if found and len((found[0] / "history.csv").read_text().splitlines()) >= 3:
                 break
             time.sleep(0.2)
+        started = processes_started_by(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    for orphan in started:  # Ray's agents outlive a SIGKILLed driver for a minute or so
+        with contextlib.suppress(psutil.Error):
+            orphan.kill()
     (run_dir,) = run_dirs(tmp_path)
     history = pd.read_csv(run_dir / "history.csv")
     assert len(history) >= 2

@@ -12,33 +12,12 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import TINY, run_cli, run_dirs
+from conftest import TINY, processes_started_by, run_cli, run_dirs, still_alive
 from sim.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 ARGS = [*TINY, "num_rounds=8", "strategy=fedadam"]  # FedAdam: server state that must survive
-
-
-def processes_started_by(pid: int) -> list[psutil.Process]:
-    """Every live process below `pid`: its private Ray instance (GCS, raylet, agents, workers)."""
-    return psutil.Process(pid).children(recursive=True)
-
-
-def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[str]:
-    """Command lines of the `processes` still running (zombies count as gone) after up to `wait_s`."""
-    deadline = time.time() + wait_s
-    while True:
-        alive = []
-        for proc in processes:
-            try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(" ".join(proc.cmdline())[:200])
-            except psutil.Error:
-                pass
-        if not alive or time.time() > deadline:
-            return alive
-        time.sleep(0.2)
 
 
 def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, list[psutil.Process]]:
