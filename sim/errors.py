@@ -3,3 +3,7 @@
 
 class RunAborted(RuntimeError):
     """The run cannot go on (every client failed for too long); history.csv is kept."""
+
+
+class ConfigError(Exception):
+    """A one-line, user-facing config error: the key, its value and what is allowed."""

@@ -30,7 +30,7 @@ from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import interruptible
-from sim.partition import load_or_create_partition
+from sim.partition_manifest import load_or_create_partition
 from sim.ray_runtime import client_resources, concurrency, ray_session
 from sim.sampling import RoundPlanner, num_supernodes
 from sim.server_app import CentralEvaluator, RoundRecorder, build_server_app

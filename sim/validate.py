@@ -2,193 +2,76 @@
 
     validate(cfg)   # raises ConfigError("num_rounds=0 is not allowed: must be an integer >= 1")
 
-`REQUIRED` and `OPTIONAL` give each key's type and range (optional keys, such as
-`client.failure_rate` or a strategy's `proximal_mu` from `STRATEGY_RULES`, are checked only
-when present); `_cross_checks` relates keys to each other and to the train set size, which
-is known without loading for cifar10 (50,000) and synthetic data (`dataset.num_train`). Nothing is loaded and Ray is not started: the only
-side effects are a `stat` of `dataset.path` and `torch.cuda.is_available()`.
+`REQUIRED` and `OPTIONAL` give each key's rule (`sim.config_rules`: type, range and the
+wording of the error); optional keys, such as `client.failure_rate` or a strategy's
+`proximal_mu` from `STRATEGY_RULES`, are checked only when present. `_cross_checks`
+relates keys to each other and to the train set size, which is known without loading for
+cifar10 (50,000) and synthetic data (`dataset.num_train`). Nothing is loaded and Ray is
+not started: the only side effects are a `stat` of `dataset.path` and
+`torch.cuda.is_available()`.
 Unknown keys never reach this module: Hydra rejects `foo=1` ("Could not override 'foo'"),
 and `+foo=1` adds a key that nothing reads.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.config_rules import (
+    BELOW_ONE, BOOL, FRACTION, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
+)
+from sim.errors import ConfigError
+from sim.partition import SCHEME_PARAMS
+
 CIFAR10_TRAIN_SIZE = 50_000
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _ABSENT = object()
 
 
-class ConfigError(Exception):
-    """A one-line, user-facing config error: the key, its value and what is allowed."""
-
-
-def _show(value: Any) -> str:
-    """A value as it would be written on the command line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return value if value.strip() else repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    return str(value)
-
-
-def _error(key: str, value: Any, problem: str, allowed: str) -> ConfigError:
-    """`key=value problem: allowed`, kept on one line."""
-    return ConfigError(f"{key}={_show(value)} {problem}: {allowed}".replace("\n", "\\n"))
-
-
-@dataclass(frozen=True)
-class Num:
-    """A finite number (an integer if `integer`) within bounds; `null` allows None."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    integer: bool = False
-    null: bool = False
-
-    def allowed(self) -> str:
-        """What the rule accepts, e.g. `must be a number in [0, 1)`."""
-        kind = "an integer" if self.integer else "a number"
-        if self.lo is not None and self.hi is not None and self.integer:
-            bounds = f" in {self.lo:g}..{self.hi:g}"
-        elif self.lo is not None and self.hi is not None:
-            bounds = f" in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        elif self.lo is not None:
-            bounds = f" {'>' if self.lo_open else '>='} {self.lo:g}"
-        else:
-            bounds = ""
-        return f"must be {kind}{bounds}" + (" or null" if self.null else "")
-
-    def check(self, key: str, value: Any) -> None:
-        """Raise ConfigError unless `value` fits the rule."""
-        if value is None and self.null:
-            return
-        types = (int,) if self.integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise _error(key, value, f"is not {'an integer' if self.integer else 'a number'}", self.allowed())
-        if not math.isfinite(value):
-            raise _error(key, value, "is not a finite number", self.allowed())
-        too_low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
-        too_high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
-        if too_low or too_high:
-            raise _error(key, value, "is not allowed", self.allowed())
-
-
-@dataclass(frozen=True)
-class Nums:
-    """A non-empty list of numbers, each fitting `each`."""
-
-    each: Num
-
-    def allowed(self) -> str:
-        """What the rule accepts, e.g. `must be a list of numbers, each > 0`."""
-        return f"must be a list of numbers, each {self.each.allowed().removeprefix('must be a number ')}"
-
-    def check(self, key: str, value: Any) -> None:
-        """Raise ConfigError unless `value` is a list whose entries fit `each`."""
-        if not isinstance(value, list) or not value:
-            raise _error(key, value, "is not a list of numbers", self.allowed())
-        try:
-            for item in value:
-                self.each.check(key, item)
-        except ConfigError:
-            raise _error(key, value, "is not allowed", self.allowed()) from None
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of a few values (an exact match: `true` is not `1`); or a string matching `pattern`."""
-
-    options: tuple[Any, ...] = ()
-    pattern: str | None = None
-    text: str = ""
-
-    def allowed(self) -> str:
-        """What the rule accepts, e.g. `must be one of cpu, cuda`."""
-        return f"must be {self.text or 'one of ' + ', '.join(_show(o) for o in self.options)}"
-
-    def check(self, key: str, value: Any) -> None:
-        """Raise ConfigError unless `value` is one of `options` or matches `pattern`."""
-        if any(type(value) is type(o) and value == o for o in self.options):
-            return
-        if self.pattern and isinstance(value, str) and re.fullmatch(self.pattern, value):
-            return
-        raise _error(key, value, "is not allowed", self.allowed())
-
-
-BOOL = Choice((True, False), text="true or false")
-TEXT = Choice(pattern=r"(?s).*\S.*", text="a non-empty string")
-TEXT_OR_NULL = Choice((None,), pattern=r"(?s).*\S.*", text="a non-empty string or null")
-POSITIVE, NON_NEGATIVE = Num(0, lo_open=True), Num(0)
-FRACTION, BELOW_ONE = Num(0, 1), Num(0, 1, hi_open=True)
-
-
-Rule = Num | Nums | Choice
-
-
-def _int(lo: int, hi: int | None = None, null: bool = False) -> Num:
-    """An integer rule."""
-    return Num(lo, hi, integer=True, null=null)
-
-
 # Keys every config has: key -> rule.
 REQUIRED: dict[str, Rule] = {
-    "seed": _int(0), "num_clients": _int(1), "clients_per_round": _int(1), "eval_clients_per_round": _int(0),
-    "num_rounds": _int(1), "central_eval_every": _int(0), "verbose": BOOL, "round_timeout": POSITIVE,
-    "client.epochs": _int(1), "client.batch_size": _int(1), "client.lr": POSITIVE,
-    "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": _int(1),
-    "dataset.name": TEXT, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT, "dataset.num_classes": _int(2),
-    "dataset.channels": Choice((1, 3)), "dataset.image_size": _int(16),  # the CNN needs >= 16 pixels
+    "seed": integer(0), "num_clients": integer(1), "clients_per_round": integer(1), "eval_clients_per_round": integer(0),
+    "num_rounds": integer(1), "central_eval_every": integer(0), "verbose": BOOL, "round_timeout": POSITIVE,
+    "client.epochs": integer(1), "client.batch_size": integer(1), "client.lr": POSITIVE,
+    "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": integer(1),
+    "dataset.name": TEXT, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT, "dataset.num_classes": integer(2),
+    "dataset.channels": Choice((1, 3)), "dataset.image_size": integer(16),  # the CNN needs >= 16 pixels
     "dataset.mean": Nums(FRACTION), "dataset.std": Nums(POSITIVE),
     "partition.scheme": Choice(("iid", "dirichlet", "shard", "pathological")), "partition.val_fraction": BELOW_ONE,
     "model._target_": TEXT, "strategy._target_": TEXT,
     "resources.client_cpus": POSITIVE, "resources.client_gpus": FRACTION,
-    "resources.ray_cpus": _int(1, null=True), "resources.ray_gpus": _int(0, null=True),
+    "resources.ray_cpus": integer(1, null=True), "resources.ray_gpus": integer(0, null=True),
     "resources.address": TEXT_OR_NULL,
     "resources.server_device": Choice(pattern=r"cpu|cuda(:\d+)?", text="cpu, cuda or cuda:N"),
 }
 # Keys of some options (a data source, a partition scheme) or added later: checked when present.
 OPTIONAL: dict[str, Rule] = {
-    "max_failed_rounds": _int(0), "fail_fast": BOOL,
-    "checkpoint_every": _int(0), "resume": Choice((True, False, None), TEXT.pattern, "true, false, null or a path"),
+    "max_failed_rounds": integer(0), "fail_fast": BOOL,
+    "checkpoint_every": integer(0), "resume": Choice((True, False, None), TEXT.pattern, "true, false, null or a path"),
     "client.amp": BOOL, "client.channels_last": BOOL,
     "client.failure_rate": FRACTION, "client.straggler_rate": FRACTION, "client.straggler_delay_s": NON_NEGATIVE,
     "dataset.url": TEXT, "dataset.md5": Choice(pattern=r"[0-9a-fA-F]{32}", text="32 hex digits"),
-    "dataset.num_train": _int(1), "dataset.num_test": _int(1), "dataset.noise": FRACTION,
-    "partition.dir": TEXT, "partition.alpha": POSITIVE, "partition.min_partition_size": _int(0),
-    "partition.self_balancing": BOOL, "partition.shards_per_client": _int(1), "partition.shard_size": _int(1, null=True),
-    "partition.classes_per_client": _int(1),
+    "dataset.num_train": integer(1), "dataset.num_test": integer(1), "dataset.noise": FRACTION,
+    "partition.dir": TEXT, "partition.alpha": POSITIVE, "partition.min_partition_size": integer(0),
+    "partition.self_balancing": BOOL, "partition.shards_per_client": integer(1), "partition.shard_size": integer(1, null=True),
+    "partition.classes_per_client": integer(1),
     "partition.class_assignment_mode": Choice(("first-deterministic", "deterministic", "random")),
-    "model.in_channels": _int(1), "model.image_size": _int(1), "model.num_classes": _int(2), "strategy.packable": BOOL,
+    "model.in_channels": integer(1), "model.image_size": integer(1), "model.num_classes": integer(2), "strategy.packable": BOOL,
     "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
 }
-# Keys a partition scheme or a data source needs (besides the common ones).
-SCHEME_KEYS = {
-    "iid": (), "dirichlet": ("alpha", "min_partition_size", "self_balancing"),
-    "shard": ("shards_per_client", "shard_size"), "pathological": ("classes_per_client", "class_assignment_mode"),
-}
+# Keys a data source needs (a partition scheme's are sim.partition.SCHEME_PARAMS).
 SOURCE_KEYS = {"cifar10": ("url", "md5"), "synthetic": ("num_train", "num_test", "noise")}
 # Strategy arguments (flwr.serverapp.strategy), checked wherever they appear under `strategy`.
 STRATEGY_RULES: dict[str, Num] = {
     "proximal_mu": NON_NEGATIVE, "server_learning_rate": POSITIVE, "server_momentum": BELOW_ONE,
     "eta": POSITIVE, "eta_l": POSITIVE, "beta_1": BELOW_ONE, "beta_2": BELOW_ONE, "tau": POSITIVE,
-    "beta": Num(0, 0.5, hi_open=True), "num_malicious_nodes": _int(0), "num_nodes_to_select": _int(1),
+    "beta": Num(0, 0.5, hi_open=True), "num_malicious_nodes": integer(0), "num_nodes_to_select": integer(1),
     "q": NON_NEGATIVE, "client_learning_rate": POSITIVE, "noise_multiplier": NON_NEGATIVE,
-    "clipping_norm": POSITIVE, "num_sampled_clients": _int(1), "initial_clipping_norm": POSITIVE,
+    "clipping_norm": POSITIVE, "num_sampled_clients": integer(1), "initial_clipping_norm": POSITIVE,
     "target_clipped_quantile": FRACTION, "clip_norm_lr": POSITIVE, "clipped_count_stddev": Num(0, null=True),
     "fraction_train": FRACTION, "fraction_evaluate": FRACTION,
 }
@@ -249,10 +132,10 @@ def _check_strategy(cfg: DictConfig, node: dict[str, Any], prefix: str) -> None:
             STRATEGY_RULES[name].check(key, value)
     n, k = _get(cfg, "num_clients"), _get(cfg, "clients_per_round")
     if node.get("num_sampled_clients", 0) > n:
-        raise _error(f"{prefix}.num_sampled_clients", node["num_sampled_clients"], f"is larger than num_clients={n}",
+        raise error(f"{prefix}.num_sampled_clients", node["num_sampled_clients"], f"is larger than num_clients={n}",
                      "must be 1..num_clients (usually clients_per_round)")
     if node.get("num_nodes_to_select", 0) > k:
-        raise _error(f"{prefix}.num_nodes_to_select", node["num_nodes_to_select"],
+        raise error(f"{prefix}.num_nodes_to_select", node["num_nodes_to_select"],
                      f"is larger than clients_per_round={k}", "must be 1..clients_per_round")
 
 
@@ -261,7 +144,7 @@ def _cross_checks(cfg: DictConfig) -> None:
     n = _get(cfg, "num_clients")
     for key, lowest in (("clients_per_round", 1), ("eval_clients_per_round", 0)):
         if _get(cfg, key) > n:
-            raise _error(key, _get(cfg, key), f"is larger than num_clients={n}", f"must be {lowest}..num_clients")
+            raise error(key, _get(cfg, key), f"is larger than num_clients={n}", f"must be {lowest}..num_clients")
 
     ds = cfg.dataset
     name, path, channels = _get(cfg, "dataset.name"), _get(cfg, "dataset.path"), _get(cfg, "dataset.channels")
@@ -269,44 +152,44 @@ def _cross_checks(cfg: DictConfig) -> None:
         where = Path(path).expanduser()
         allowed = "pass an image-folder directory or a .tar/.tar.gz/.zip archive"
         if not where.exists():
-            raise _error("dataset.path", path, "does not exist", allowed)
+            raise error("dataset.path", path, "does not exist", allowed)
         if not where.is_dir() and not where.name.lower().endswith(ARCHIVE_SUFFIXES):
-            raise _error("dataset.path", path, "is neither a directory nor an archive", allowed)
+            raise error("dataset.path", path, "is neither a directory nor an archive", allowed)
     elif name not in SOURCE_KEYS:
-        raise _error("dataset.name", name, "is not a built-in data set and dataset.path=null",
+        raise error("dataset.name", name, "is not a built-in data set and dataset.path=null",
                      "use cifar10 or synthetic, or set dataset.path to an image folder")
     else:
         _require(cfg, "dataset", SOURCE_KEYS[name], f"dataset.name={name}")
         if name == "synthetic" and ds.num_classes > 255:
-            raise _error("dataset.num_classes", ds.num_classes, "is not allowed", "must be 2..255 for synthetic data")
+            raise error("dataset.num_classes", ds.num_classes, "is not allowed", "must be 2..255 for synthetic data")
     for key in ("mean", "std"):
         if len(ds[key]) != channels:
-            raise _error(f"dataset.{key}", _get(cfg, f"dataset.{key}"), f"has {len(ds[key])} entries",
+            raise error(f"dataset.{key}", _get(cfg, f"dataset.{key}"), f"has {len(ds[key])} entries",
                          f"must have one per channel (dataset.channels={channels})")
     for key, source in (("in_channels", "channels"), ("image_size", "image_size"), ("num_classes", "num_classes")):
         if _get(cfg, f"model.{key}", None) not in (None, ds[source]):
-            raise _error(f"model.{key}", cfg.model[key], f"does not match dataset.{source}={ds[source]}",
+            raise error(f"model.{key}", cfg.model[key], f"does not match dataset.{source}={ds[source]}",
                          f"leave it as ${{dataset.{source}}}")
 
     part = cfg.partition
-    _require(cfg, "partition", SCHEME_KEYS[part.scheme], f"partition.scheme={part.scheme}")
+    _require(cfg, "partition", SCHEME_PARAMS[part.scheme], f"partition.scheme={part.scheme}")
     if part.scheme == "pathological" and part.classes_per_client > ds.num_classes:
-        raise _error("partition.classes_per_client", part.classes_per_client, "is not allowed",
+        raise error("partition.classes_per_client", part.classes_per_client, "is not allowed",
                      f"must be 1..dataset.num_classes={ds.num_classes}")
     size = train_set_size(cfg)
     if size is not None:
         images = f"the {size} train images of {name}"
         if n > size:
-            raise _error("num_clients", n, f"is larger than {images}", f"must be 1..{size}")
+            raise error("num_clients", n, f"is larger than {images}", f"must be 1..{size}")
         if part.scheme == "shard":
             shards, shard_size = n * part.shards_per_client, part.shard_size
             if shards * (shard_size or 1) > size:
                 used = f"{shards} shards of {shard_size}" if shard_size else f"{shards} shards"
-                raise _error("partition.shards_per_client", part.shards_per_client,
+                raise error("partition.shards_per_client", part.shards_per_client,
                              f"with num_clients={n} needs {used}, more than {images} allow",
                              f"need num_clients * shards_per_client{' * shard_size' if shard_size else ''} <= {size}")
         if part.scheme == "dirichlet" and n * part.min_partition_size > size:
-            raise _error("partition.min_partition_size", part.min_partition_size,
+            raise error("partition.min_partition_size", part.min_partition_size,
                          f"with num_clients={n} needs {n * part.min_partition_size} examples, more than {images}",
                          f"need num_clients * min_partition_size <= {size}")
     _check_resources(cfg.resources)
@@ -316,16 +199,16 @@ def _check_resources(res: DictConfig) -> None:
     """Ray's share arithmetic, and whether a GPU that is asked for can be had."""
     if not res.address:  # with an address the cluster's CPUs and GPUs count, not this machine's
         if res.ray_cpus is not None and res.client_cpus > res.ray_cpus:
-            raise _error("resources.client_cpus", res.client_cpus, f"is larger than resources.ray_cpus={res.ray_cpus}",
+            raise error("resources.client_cpus", res.client_cpus, f"is larger than resources.ray_cpus={res.ray_cpus}",
                          "no client would fit; lower client_cpus or raise ray_cpus")
         if res.client_gpus > 0 and res.ray_gpus is not None and res.client_gpus > res.ray_gpus:
-            raise _error("resources.client_gpus", res.client_gpus, f"is larger than resources.ray_gpus={res.ray_gpus}",
+            raise error("resources.client_gpus", res.client_gpus, f"is larger than resources.ray_gpus={res.ray_gpus}",
                          "no client would fit; use resources.client_gpus=0 or raise ray_gpus")
         if res.client_gpus > 0 and res.ray_gpus is None and not _gpu_visible():
-            raise _error("resources.client_gpus", res.client_gpus,
+            raise error("resources.client_gpus", res.client_gpus,
                          "needs a GPU, but none is visible and no Ray cluster address is set",
                          "use resources=cpu (client_gpus=0), or set resources.address=... to a cluster with GPUs")
     if str(res.server_device).startswith("cuda") and not _gpu_visible():
-        raise _error("resources.server_device", res.server_device,
+        raise error("resources.server_device", res.server_device,
                      "needs a GPU, but none is visible to this process (the server evaluates here)",
                      "use resources.server_device=cpu")

@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def prepare_data(cfg) -> None:
     """Decode/cache the data set and write the partition manifest before either run starts."""
     from sim.data import load_dataset
-    from sim.partition import load_or_create_partition
+    from sim.partition_manifest import load_or_create_partition
 
     data = load_dataset(cfg.dataset, int(cfg.seed))
     load_or_create_partition(

@@ -60,7 +60,7 @@ from sim.client_data import ClientData
 from sim.data import load_dataset
 from sim.errors import RunAborted
 from sim.history import HistoryWriter
-from sim.partition import load_or_create_partition
+from sim.partition_manifest import load_or_create_partition
 from sim.run import client_config, initial_model
 from sim.sampling import EVALUATE, TRAIN, RoundPlanner, sample_clients
 from sim.training import Normalizer, evaluate
