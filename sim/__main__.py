@@ -6,7 +6,6 @@
     python -m sim -m client.lr=0.01,0.05 seed=0,1   # a sweep under results/multirun/
 """
 
-import ctypes
 import shutil
 import sys
 from contextlib import suppress
@@ -21,12 +20,12 @@ import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
 from sim.data import DataError
 from sim.sweep import FAILED_JOBS
 from sim.errors import RunAborted
+from sim.process_memory import limit_malloc_arenas, release_freed_memory
 from sim.validate import ConfigError, validate
 
 USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
 EXIT_BAD_INPUT = 2
 EXIT_RUN_ABORTED = 1
-M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def _remove_if_untouched(run_dir: Path) -> None:
@@ -45,17 +44,6 @@ def saved_config(run_dir: Path) -> DictConfig:
     if not path.exists():
         raise ConfigError(f"resume={run_dir} is not a run directory: {path} does not exist")
     return OmegaConf.load(path)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas, as MALLOC_ARENA_MAX would.
-
-    Flower starts fresh threads for every run; with glibc's default of one arena per
-    thread, each job of a sweep left ~20 MB of fragmented arenas behind in the driver.
-    With two arenas the driver's memory stays flat from job to job. No-op off glibc.
-    """
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -90,6 +78,9 @@ def main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(EXIT_RUN_ABORTED)
+    finally:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            release_freed_memory()  # before sweep.csv records the driver's memory; the next job starts flat
 
 
 if __name__ == "__main__":

@@ -114,3 +114,20 @@ def test_bench_quick_writes_table(quick_bench):
 def test_bench_refuses_cifar_without_a_path(tmp_path):
     result = run_cli(["--workloads", "cross-silo"], cwd=tmp_path, module="sim.bench", env={"SIM_CIFAR10_ARCHIVE": ""})
     assert result.returncode == 2 and "--dataset-path" in result.stderr
+
+
+def test_sweep_bench_reports_every_job_and_no_leftover_process(tmp_path, data_dir):
+    out = tmp_path / "sweep"
+    result = run_cli(["--jobs", "3", "--out", str(out), "num_rounds=3", f"dataset.data_dir={data_dir}"],
+                     cwd=tmp_path, module="sim.bench.sweep", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = pd.read_csv(out / "sweep.csv")
+    assert table["seed"].tolist() == [0, 1, 2] and (table["status"] == "completed").all()
+    assert (table["driver_rss_mb"] > 0).all() and (table["median_round_s"] > 0).all()
+    assert "driver RSS     job 3 / job 2" in result.stdout and "median round   job 3 / job 2" in result.stdout
+    assert "processes of the sweep alive after it: 0" in result.stdout
+
+
+def test_sweep_bench_refuses_too_few_jobs(tmp_path):
+    result = run_cli(["--jobs", "2"], cwd=tmp_path, module="sim.bench.sweep", timeout=60)
+    assert result.returncode == 2 and "--jobs=2" in result.stderr
