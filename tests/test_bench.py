@@ -98,12 +98,12 @@ def test_bench_quick_writes_table(quick_bench):
     expected = {
         "workload", "rounds", "workers", "harness_round_s", "reference_round_s", "reference_train_s",
         "reference_central_s", "bound_s", "ratio", "start_s", "worker_startup_s",
-        "peak_pss_mb", "peak_uss_mb", "max_rel_diff", "cpu_share", "load_1min", "returncode",
+        "peak_pss_mb", "peak_uss_mb", "max_rel_diff", "cpu_share", "load_1min", "returncode", "partition_s",
     }
     assert expected <= set(table.columns)
     row = table.iloc[0]
     assert row["workload"] == "cross-silo" and row["returncode"] == 0 and row["rounds"] == 3
-    for key in ("harness_round_s", "reference_round_s", "bound_s", "ratio", "start_s", "peak_pss_mb"):
+    for key in ("harness_round_s", "reference_round_s", "bound_s", "ratio", "start_s", "peak_pss_mb", "partition_s"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["peak_uss_mb"] <= row["peak_pss_mb"]
     assert row["max_rel_diff"] < 1e-4  # the bench's own reference agrees with its harness run
@@ -131,3 +131,20 @@ def test_sweep_bench_reports_every_job_and_no_leftover_process(tmp_path, data_di
 def test_sweep_bench_refuses_too_few_jobs(tmp_path):
     result = run_cli(["--jobs", "2"], cwd=tmp_path, module="sim.bench.sweep", timeout=60)
     assert result.returncode == 2 and "--jobs=2" in result.stderr
+
+
+def test_target_lines_compare_the_scale_pair_and_the_fresh_partition():
+    from sim.bench.__main__ import target_lines
+
+    table = pd.DataFrame([
+        {"workload": "scale-5k", "num_clients": 5000, "harness_round_s": 0.100, "peak_pss_mb": 2000.0,
+         "start_s": 7.0, "partition_s": 0.3},
+        {"workload": "scale-50k", "num_clients": 50000, "harness_round_s": 0.120, "peak_pss_mb": 2300.0,
+         "start_s": 12.0, "partition_s": 1.2},
+    ])
+    lines = target_lines(table)
+    assert "scale-50k vs scale-5k median round +20.0%  target within 15%  MISSED" in lines
+    assert "scale-50k vs scale-5k peak memory +15.0%  target within 10%  MISSED" in lines
+    assert "scale-50k fresh partition of 50,000 clients 1.2 s  target <= 10 s  met" in lines
+    assert "scale-5k start to first round 7.0 s  target <= 10 s  met" in lines
+    assert "scale-50k start to first round 12.0 s  target <= 10 s  MISSED" in lines

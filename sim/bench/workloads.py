@@ -90,6 +90,7 @@ SCALE_PAIR = ("scale-5k", "scale-50k")
 SCALE_ROUND_TOLERANCE = 0.15  # scale-50k median round within 15% of scale-5k's
 SCALE_MEMORY_TOLERANCE = 0.10  # and peak memory within 10%
 START_TARGET_S = 10.0  # start to first round
+PARTITION_TARGET_S = 10.0  # a fresh partition of the scale pair's larger set (50,000 clients)
 MEMORY_TARGET_MB = 2048.0  # peak memory of a default-sized run
 
 
