@@ -6,7 +6,7 @@ while its worker threads may still wait on client replies; a thread that touches
 after the shutdown makes Ray's core worker end the whole process with exit code 1,
 before anything is printed. So the handler, in order:
 
-1. says what happens (one line on stderr);
+1. says what happens (one line on stderr) and gives a terminal its cursor back;
 2. waits for a history row being written to finish (the writer's lock);
 3. kills the processes this run started (the private Ray instance: GCS, raylet, agents,
    workers) with SIGKILL; an attached cluster sees its driver go and cleans up itself;
@@ -23,13 +23,14 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Iterator
 
 import psutil
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 WRITE_WAIT_S = 30.0  # longest wait for a history row being written before exiting anyway
+SHOW_CURSOR = b"\x1b[?25h"  # ANSI: make the terminal cursor visible
 
 
 def exit_code(signum: int) -> int:
@@ -51,18 +52,32 @@ def kill_descendants() -> int:
     return len(children)
 
 
+def _say(message: str) -> None:
+    """Write `message` to stderr unbuffered, after giving a terminal its cursor back.
+
+    `os.write` and not `print`: the signal may have cut a buffered write short, and
+    re-entering it would raise. The progress bar (stdout) hides the cursor on a terminal
+    and is never stopped when the process ends this way.
+    """
+    with suppress(OSError):
+        if os.isatty(1):
+            os.write(1, b"\n" + SHOW_CURSOR)
+    with suppress(OSError):
+        os.write(2, (message + "\n").encode())
+
+
 def stop_now(signum: int, write_lock: threading.Lock) -> None:
     """Say what is kept, let a history write finish, kill this run's processes, exit."""
     for sig in EXIT_CODES:  # one stop is enough: a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     name = signal.Signals(signum).name
-    print(f"interrupted by {name}: the current round was abandoned; finished rounds are in history.csv",
-          file=sys.stderr, flush=True)
+    _say(f"interrupted by {name}: the current round was abandoned; finished rounds are in history.csv")
     write_lock.acquire(timeout=WRITE_WAIT_S)  # kept until the exit: no new row starts
     try:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        logging.shutdown()  # flushes the run's log file
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):  # a write the signal cut short may refuse a flush
+                stream.flush()
         kill_descendants()
     finally:
         os._exit(exit_code(signum))

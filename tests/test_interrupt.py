@@ -73,3 +73,34 @@ def test_handlers_come_back_after_the_block():
     with interruptible(threading.Lock()):
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_terminal_gets_its_cursor_back(tmp_path):
+    """The progress bar hides the cursor on a terminal; the stop shows it again."""
+    import os
+    import pty
+
+    parent, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "marker")],
+                            stdout=child, stderr=subprocess.PIPE, text=True)
+    os.close(child)
+    seen = b""
+    try:
+        while b"ready" not in seen:
+            seen += os.read(parent, 1024)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        while True:
+            try:
+                chunk = os.read(parent, 1024)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(parent)
+    assert proc.returncode == 130
+    assert seen.rstrip().endswith(b"\x1b[?25h")
