@@ -26,6 +26,7 @@ from sim.validate import ConfigError, validate
 USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
 EXIT_BAD_INPUT = 2
 EXIT_RUN_ABORTED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _remove_if_untouched(run_dir: Path) -> None:
@@ -78,6 +79,10 @@ def main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(EXIT_RUN_ABORTED)
+    except KeyboardInterrupt:  # Ctrl-C before Ray started (after that, sim/interrupt.py stops the run)
+        print("interrupted by SIGINT before the first round; nothing was trained", file=sys.stderr)
+        _remove_if_untouched(run_dir)
+        sys.exit(EXIT_INTERRUPTED)  # in a sweep too: SystemExit ends the sweep
     finally:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             release_freed_memory()  # before sweep.csv records the driver's memory; the next job starts flat

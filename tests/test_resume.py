@@ -86,3 +86,24 @@ def test_resume_of_a_missing_run_dir_is_refused(tmp_path):
     result = run_cli([f"resume={tmp_path / 'nope'}"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "resume=" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_while_loading_data_leaves_nothing_behind(tmp_path, cifar10_archive):
+    """Before Ray starts a Ctrl-C ends the run at once: one line, exit 130, no run directory."""
+    fresh = tmp_path / "data"  # decoding the archive afresh takes seconds: the window for the signal
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "sim", f"dataset.path={cifar10_archive}",
+                             f"dataset.data_dir={fresh}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "run directory:" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted by SIGINT before the first round" in output and "Traceback" not in output
+    assert run_dirs(tmp_path) == [] and not list((tmp_path / "results").rglob("config.yaml"))
+    assert not list(fresh.rglob("*.npy"))  # no half-written cache file was kept
