@@ -79,8 +79,9 @@ def main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(EXIT_RUN_ABORTED)
-    except KeyboardInterrupt:  # Ctrl-C before Ray started (after that, sim/interrupt.py stops the run)
-        print("interrupted by SIGINT before the first round; nothing was trained", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside the rounds (during them, sim/interrupt.py stops the run)
+        print("interrupted by SIGINT outside the training rounds; finished rounds, if any, are in history.csv",
+              file=sys.stderr)
         _remove_if_untouched(run_dir)
         sys.exit(EXIT_INTERRUPTED)  # in a sweep too: SystemExit ends the sweep
     finally:

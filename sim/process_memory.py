@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-from contextlib import suppress
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -42,5 +41,4 @@ def release_freed_memory() -> None:
     gc.collect()
     libc = _libc()
     if libc is not None:
-        with suppress(OSError):
-            libc.malloc_trim(0)
+        libc.malloc_trim(0)
