@@ -38,18 +38,23 @@ def exit_code(signum: int) -> int:
     return EXIT_CODES.get(signum, 128 + signum)
 
 
-def kill_descendants() -> int:
-    """SIGKILL every process started by this one (children first found, all levels); count them."""
+def kill_children_except(existing: set[int]) -> int:
+    """SIGKILL every child process not in `existing`, with all its descendants; count them.
+
+    `existing` holds the children this process had before the run started Ray: they are
+    not the run's to kill (a caller's own helpers, say).
+    """
     try:
-        children = psutil.Process().children(recursive=True)
+        started = [child for child in psutil.Process().children() if child.pid not in existing]
+        doomed = started + [grandchild for child in started for grandchild in child.children(recursive=True)]
     except psutil.Error:
         return 0
-    for child in children:
+    for proc in doomed:
         try:
-            child.kill()
+            proc.kill()
         except psutil.Error:
             pass  # already gone
-    return len(children)
+    return len(doomed)
 
 
 def _say(message: str) -> None:
@@ -66,7 +71,7 @@ def _say(message: str) -> None:
         os.write(2, (message + "\n").encode())
 
 
-def stop_now(signum: int, write_lock: threading.Lock) -> None:
+def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> None:
     """Say what is kept, let a history write finish, kill this run's processes, exit."""
     for sig in EXIT_CODES:  # one stop is enough: a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
@@ -78,24 +83,36 @@ def stop_now(signum: int, write_lock: threading.Lock) -> None:
         for stream in (sys.stdout, sys.stderr):
             with suppress(Exception):  # a write the signal cut short may refuse a flush
                 stream.flush()
-        kill_descendants()
+        kill_children_except(existing)
     finally:
         os._exit(exit_code(signum))
 
 
+def child_pids() -> set[int]:
+    """Pids of this process's children now (take it before Ray starts: see `interruptible`)."""
+    return {child.pid for child in psutil.Process().children()}
+
+
 @contextmanager
-def interruptible(write_lock: threading.Lock) -> Iterator[None]:
+def interruptible(write_lock: threading.Lock, existing: set[int]) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM stop the run at once (see the module docstring).
 
     `write_lock` is the history writer's lock: a row being written is finished first.
-    Only the main thread can install signal handlers; elsewhere the block changes nothing.
+    `existing` (from `child_pids()` before Ray started) are the children a signal spares;
+    every other child, with its descendants, is the run's and is killed. Enter the block
+    after `ray.init`, which installs Ray's own SIGTERM handler. Only the main thread can
+    install signal handlers; elsewhere the block changes nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, lambda signum, _frame: stop_now(signum, write_lock)) for sig in EXIT_CODES}
+
+    def handler(signum: int, _frame) -> None:
+        stop_now(signum, write_lock, existing)
+
+    previous = {sig: signal.signal(sig, handler) for sig in EXIT_CODES}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)

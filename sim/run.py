@@ -29,7 +29,7 @@ from sim.client_data import ClientData, DataHandle
 from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
-from sim.interrupt import interruptible
+from sim.interrupt import child_pids, interruptible
 from sim.partition_manifest import load_or_create_partition
 from sim.ray_runtime import client_resources, concurrency, ray_session
 from sim.sampling import RoundPlanner, num_supernodes
@@ -124,7 +124,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
             max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done,
         )
         # 4. ray
-        with ray_session(cfg.resources, cfg.verbose), interruptible(writer.lock):
+        spared = child_pids()  # children from before Ray starts are not the run's to kill
+        with ray_session(cfg.resources, cfg.verbose), interruptible(writer.lock, spared):
             handle = DataHandle.share(ClientData.from_parts(data.train_images, data.train_labels, partition))
             del data  # the train arrays now live in Ray's object store; the driver keeps the test set
             workers = concurrency(cfg.resources)

@@ -24,23 +24,41 @@ SCRIPT = textwrap.dedent(
     """
     import subprocess, sys, threading, time
     from pathlib import Path
-    from sim.interrupt import interruptible
+    from sim.interrupt import child_pids, interruptible
 
+    SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
+    PARENT = [sys.executable, "-c", f"import subprocess, time; subprocess.Popen({SLEEP!r}); time.sleep(600)"]
     marker = Path(sys.argv[1])
     lock = threading.Lock()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    before = subprocess.Popen(SLEEP, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # the caller's own, spared
 
     def write_row():
         with lock:
-            print(f"ready {child.pid}", flush=True)
+            print(f"ready {child.pid} {before.pid}", flush=True)
             time.sleep(1.0)  # the signal arrives while this row is being written
             marker.write_text("row done")
 
-    with interruptible(lock):
+    spared = child_pids()
+    with interruptible(lock, spared):
+        child = subprocess.Popen(PARENT)  # stands in for Ray: a daemon with a worker below it
+        time.sleep(0.5)
         threading.Thread(target=write_row).start()
         time.sleep(600)
     """
 )
+
+
+def _gone(proc: psutil.Process, wait_s: float = 10.0) -> bool:
+    """Whether `proc` ended (a zombie counts as ended) within `wait_s`."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        try:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -48,29 +66,34 @@ def test_signal_waits_for_the_write_kills_children_and_exits(tmp_path, sig, code
     marker = tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(marker)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = None
     try:
         ready = proc.stdout.readline().split()
         assert ready and ready[0] == "ready", proc.stderr.read()
-        child = psutil.Process(int(ready[1]))
+        child, before = psutil.Process(int(ready[1])), psutil.Process(int(ready[2]))
+        grandchildren = child.children()
+        assert len(grandchildren) == 1
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == code
-    assert marker.read_text() == "row done"  # the exit waited for the row
-    assert stderr.strip().splitlines() == [
-        f"interrupted by {sig.name}: the current round was abandoned; finished rounds are in history.csv"
-    ]
-    deadline = time.time() + 10
-    while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
-        time.sleep(0.1)
-    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    try:
+        assert proc.returncode == code
+        assert marker.read_text() == "row done"  # the exit waited for the row
+        assert stderr.strip().splitlines() == [
+            f"interrupted by {sig.name}: the current round was abandoned; finished rounds are in history.csv"
+        ]
+        assert _gone(child) and _gone(grandchildren[0])  # started inside the block: killed
+        assert not _gone(before, wait_s=0.5)  # started before it: left alone
+    finally:
+        if before is not None:
+            before.kill()
 
 
 def test_handlers_come_back_after_the_block():
     before = signal.getsignal(signal.SIGTERM)
-    with interruptible(threading.Lock()):
+    with interruptible(threading.Lock(), set()):
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
 
