@@ -28,18 +28,13 @@ from typing import Iterator
 
 import psutil
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # exit codes 130 and 143: 128 + the signal number
 WRITE_WAIT_S = 30.0  # longest wait for a history row being written before exiting anyway
 SHOW_CURSOR = b"\x1b[?25h"  # ANSI: make the terminal cursor visible
 
 
-def exit_code(signum: int) -> int:
-    """130 for SIGINT, 143 for SIGTERM (128 + the signal number)."""
-    return EXIT_CODES.get(signum, 128 + signum)
-
-
-def kill_children_except(existing: set[int]) -> int:
-    """SIGKILL every child process not in `existing`, with all its descendants; count them.
+def kill_children_except(existing: set[int]) -> None:
+    """SIGKILL every child process not in `existing`, with all its descendants.
 
     `existing` holds the children this process had before the run started Ray: they are
     not the run's to kill (a caller's own helpers, say).
@@ -48,13 +43,10 @@ def kill_children_except(existing: set[int]) -> int:
         started = [child for child in psutil.Process().children() if child.pid not in existing]
         doomed = started + [grandchild for child in started for grandchild in child.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return
     for proc in doomed:
-        try:
+        with suppress(psutil.Error):  # already gone
             proc.kill()
-        except psutil.Error:
-            pass  # already gone
-    return len(doomed)
 
 
 def _say(message: str) -> None:
@@ -73,7 +65,7 @@ def _say(message: str) -> None:
 
 def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> None:
     """Say what is kept, let a history write finish, kill this run's processes, exit."""
-    for sig in EXIT_CODES:  # one stop is enough: a second signal must not cut the clean-up short
+    for sig in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     name = signal.Signals(signum).name
     _say(f"interrupted by {name}: the current round was abandoned; finished rounds are in history.csv")
@@ -85,7 +77,7 @@ def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> Non
                 stream.flush()
         kill_children_except(existing)
     finally:
-        os._exit(exit_code(signum))
+        os._exit(128 + signum)
 
 
 def child_pids() -> set[int]:
@@ -110,7 +102,7 @@ def interruptible(write_lock: threading.Lock, existing: set[int]) -> Iterator[No
     def handler(signum: int, _frame) -> None:
         stop_now(signum, write_lock, existing)
 
-    previous = {sig: signal.signal(sig, handler) for sig in EXIT_CODES}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

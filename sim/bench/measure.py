@@ -62,12 +62,21 @@ class HarnessRun:
     log_path: Path
 
 
+def carries_tag(pid: int, tag: str) -> bool:
+    """Whether process `pid` has `TAG_VARIABLE=tag` in its environment (False if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{TAG_VARIABLE}={tag}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 class ProcessTreeMemory:
     """Samples the summed PSS/USS of one run's processes (see the module docstring)."""
 
     def __init__(self, root_pid: int, tag: str):
         self.root = psutil.Process(root_pid)
-        self.tag = f"{TAG_VARIABLE}={tag}"
+        self.tag = tag
         self._tagged: dict[tuple[int, float], bool] = {}  # (pid, create time) -> carries the tag
         self.peak_pss = self.peak_uss = 0
         self.max_processes = 0
@@ -75,11 +84,7 @@ class ProcessTreeMemory:
     def _is_tagged(self, proc: psutil.Process) -> bool:
         key = (proc.pid, proc.info["create_time"])
         if key not in self._tagged:
-            try:
-                environ = open(f"/proc/{proc.pid}/environ", "rb").read().decode(errors="replace")
-                self._tagged[key] = self.tag in environ.split("\0")
-            except OSError:
-                self._tagged[key] = False
+            self._tagged[key] = carries_tag(proc.pid, self.tag)
         return self._tagged[key]
 
     def processes(self) -> list[psutil.Process]:

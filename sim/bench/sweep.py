@@ -18,6 +18,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +26,13 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from sim.bench.measure import TAG_VARIABLE
+from sim.bench.measure import TAG_VARIABLE, carries_tag
 
 SMALL_JOB = (
     "dataset=synthetic", "dataset.num_train=600", "dataset.num_test=200", "num_clients=6",
     "clients_per_round=3", "eval_clients_per_round=2", "num_rounds=5", "client.batch_size=16",
 )
+EXIT_GRACE_S = 10.0  # how long processes may take to exit after the sweep before they count as left
 SHOWN = ["seed", "status", "wall_s", "median_round_s", "driver_rss_mb"]
 
 
@@ -48,19 +50,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def tagged_processes(tag: str) -> list[str]:
-    """Command lines of live processes whose environment carries `TAG_VARIABLE=tag`."""
-    marker = f"{TAG_VARIABLE}={tag}".encode()
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            with open(f"/proc/{proc.pid}/environ", "rb") as f:
-                tagged = marker in f.read().split(b"\0")
-        except OSError:
-            continue
-        if tagged and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(" ".join(proc.info["cmdline"] or [])[:120])
-    return found
+def tagged_processes(tag: str, wait_s: float = EXIT_GRACE_S) -> list[str]:
+    """Command lines of live processes whose environment carries `TAG_VARIABLE=tag`.
+
+    Polls for up to `wait_s`: Ray's daemons may still be exiting just after the driver did.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = [
+            " ".join(proc.info["cmdline"] or [])[:120]
+            for proc in psutil.process_iter(["cmdline", "status"])
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and carries_tag(proc.pid, tag)
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def ratio_lines(table: pd.DataFrame) -> list[str]:
