@@ -33,7 +33,12 @@ def _remove_if_untouched(run_dir: Path) -> None:
     """Delete a run directory that holds nothing but Hydra's own files."""
     if not run_dir.is_dir():
         return
-    if all(p.name in {".hydra", "__main__.log"} for p in run_dir.iterdir()):
+    def untouched(path: Path) -> bool:  # Hydra's own files, or a history.csv with its header only
+        if path.name == "history.csv" and path.is_file():
+            return len(path.read_text().splitlines()) <= 1
+        return path.name in {".hydra", "__main__.log"}
+
+    if all(untouched(p) for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
         with suppress(OSError):
             run_dir.parent.rmdir()  # the date folder, when this run was its only one

@@ -115,6 +115,10 @@ class Choice:
         raise error(key, value, "is not allowed", self.allowed())
 
 
+# The CNN's two (5x5 conv, 2x2 pool) stages need images of at least this side; the one rule for
+# dataset.image_size (sim.validate), the synthetic generator and sim.model.
+MIN_IMAGE_SIZE = 16
+
 BOOL = Choice((True, False), text="true or false")
 TEXT = Choice(pattern=r"(?s).*\S.*", text="a non-empty string")
 TEXT_OR_NULL = Choice((None,), pattern=r"(?s).*\S.*", text="a non-empty string or null")

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sim.config_rules import MIN_IMAGE_SIZE
+
 
 def _conv_output_size(image_size: int) -> int:
     """Side length after two (5x5 valid conv, 2x2 max-pool) stages."""
@@ -24,7 +26,7 @@ class Net(nn.Module):
         side = _conv_output_size(image_size)
         if side < 1:
             raise ValueError(
-                f"dataset.image_size={image_size} is too small for the CNN (needs >= 16)"
+                f"dataset.image_size={image_size} is too small for the CNN (needs >= {MIN_IMAGE_SIZE})"
             )
         self.conv1 = nn.Conv2d(in_channels, 6, 5)
         self.pool = nn.MaxPool2d(2, 2)

@@ -22,7 +22,14 @@ import numpy as np
 if TYPE_CHECKING:  # flwr-datasets (and pyarrow behind it) load only when a split is computed
     from flwr_datasets.partitioner import Partitioner
 
+from sim.errors import ConfigError
+
 log = logging.getLogger(__name__)
+DIRICHLET_GAVE_UP = "max number of attempts"  # flwr-datasets' DirichletPartitioner after 10 failed draws
+
+
+class PartitionError(ConfigError, ValueError):
+    """flwr-datasets cannot draw this partition: one line naming the settings to change (exit 2)."""
 
 # Scheme -> the `partition.*` keys it takes (besides scheme, val_fraction and dir).
 SCHEME_PARAMS: dict[str, tuple[str, ...]] = {
@@ -108,7 +115,9 @@ def partition_labels(
             _ = partitioner.num_partitions  # computes the whole partition_id -> indices map
     except (ValueError, TypeError) as err:
         reason = " ".join(str(err).split())
-        raise ValueError(f"flwr-datasets cannot partition with {settings}: {reason}") from None
+        if scheme == "dirichlet" and DIRICHLET_GAVE_UP in reason:
+            raise _dirichlet_gave_up(num_clients, len(labels), params) from None
+        raise PartitionError(f"flwr-datasets cannot partition with {settings}: {reason}") from None
     for warning in caught:  # flwr-datasets' own advice at WARNING, library chatter at DEBUG
         level = logging.WARNING if "flwr_datasets" in warning.filename else logging.DEBUG
         log.log(level, "%s (%s): %s", scheme, settings, " ".join(str(warning.message).split()))
@@ -121,6 +130,18 @@ def partition_labels(
         loaded = (partitioner.load_partition(c)["idx"] for c in range(num_clients))
         return [np.asarray(idx, dtype=np.int64) for idx in loaded]
     return [position_to_index[np.asarray(mapping[c], dtype=np.int64)] for c in range(num_clients)]
+
+
+def _dirichlet_gave_up(num_clients: int, num_examples: int, params: dict[str, Any]) -> PartitionError:
+    """The one-line error for a Dirichlet split whose every draw left a client too small."""
+    minimum, alpha = params["min_partition_size"], params["alpha"]
+    return PartitionError(
+        f"partition.min_partition_size={minimum} cannot be met: flwr-datasets' DirichletPartitioner drew "
+        f"Dirichlet(partition.alpha={alpha}) class shares for num_clients={num_clients} "
+        f"({num_examples // num_clients} examples each on average) 10 times and each draw left a client "
+        f"with fewer than {minimum} examples: lower partition.min_partition_size (0 accepts any draw), "
+        f"raise partition.alpha, or lower num_clients"
+    )
 
 
 def split_validation(

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sim import OFFLINE_ENVIRONMENT
+from sim.config_rules import error
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,31 @@ def concurrency(resources) -> int:
     return pool_size_from_resources(client_resources(resources))
 
 
+def check_clients_fit(resources) -> None:
+    """Raise ConfigError (one line) when no node of the running Ray can host one client task.
+
+    Flower would otherwise build an empty actor pool and end in a traceback. A private
+    instance is checked earlier, by `sim.validate`; this catches an attached cluster.
+    """
+    import ray
+
+    try:
+        if concurrency(resources) > 0:
+            return
+    except ValueError:  # Flower raises "ActorPool is empty" itself
+        pass
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", True) and n.get("Resources")]
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    where = f"the Ray cluster at {resources.address}" if resources.address else "this Ray instance"
+    found = f"(its largest node has {cpus:g} CPUs and {gpus:g} GPUs)"
+    if float(resources.client_cpus) > cpus:
+        raise error("resources.client_cpus", resources.client_cpus, f"fits on no node of {where} {found}",
+                    "no client would fit; lower resources.client_cpus or use a cluster with bigger nodes")
+    raise error("resources.client_gpus", resources.client_gpus, f"fits on no node of {where} {found}",
+                "no client would fit; use resources.client_gpus=0 or a cluster with GPUs")
+
+
 @contextmanager
 def ray_session(resources, verbose: bool) -> Iterator[None]:
     """Start (or attach to) Ray for the duration of the block; always disconnect after.
@@ -71,6 +97,7 @@ def ray_session(resources, verbose: bool) -> Iterator[None]:
     log.debug("ray.init(%s)", kwargs)
     ray.init(**kwargs)
     try:
+        check_clients_fit(resources)
         yield
     finally:
         if ray.is_initialized():

@@ -7,14 +7,15 @@ wording of the error); optional keys, such as `client.failure_rate` or a strateg
 `proximal_mu` from `STRATEGY_RULES`, are checked only when present. `_cross_checks`
 relates keys to each other and to the train set size, which is known without loading for
 cifar10 (50,000) and synthetic data (`dataset.num_train`). Nothing is loaded and Ray is
-not started: the only side effects are a `stat` of `dataset.path` and
-`torch.cuda.is_available()`.
+not started: the only side effects are a `stat` of `dataset.path`,
+`torch.cuda.is_available()` and Ray's CPU count (when `resources.ray_cpus` is null).
 Unknown keys never reach this module: Hydra rejects `foo=1` ("Could not override 'foo'"),
 and `+foo=1` adds a key that nothing reads.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config_rules import (
-    BELOW_ONE, BOOL, FRACTION, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
+    BELOW_ONE, BOOL, FRACTION, MIN_IMAGE_SIZE, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
 )
 from sim.errors import ConfigError
 from sim.partition import SCHEME_PARAMS
@@ -39,7 +40,7 @@ REQUIRED: dict[str, Rule] = {
     "client.epochs": integer(1), "client.batch_size": integer(1), "client.lr": POSITIVE,
     "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": integer(1),
     "dataset.name": TEXT, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT, "dataset.num_classes": integer(2),
-    "dataset.channels": Choice((1, 3)), "dataset.image_size": integer(16),  # the CNN needs >= 16 pixels
+    "dataset.channels": Choice((1, 3)), "dataset.image_size": integer(MIN_IMAGE_SIZE),  # the CNN needs >= 16 pixels
     "dataset.mean": Nums(FRACTION), "dataset.std": Nums(POSITIVE),
     "partition.scheme": Choice(("iid", "dirichlet", "shard", "pathological")), "partition.val_fraction": BELOW_ONE,
     "model._target_": TEXT, "strategy._target_": TEXT,
@@ -100,6 +101,16 @@ def _gpu_visible() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def ray_cpu_count() -> float:
+    """CPUs a private Ray instance would register here (Ray's own count, cgroup limits included)."""
+    try:
+        from ray._private.utils import get_num_cpus  # what ray.init(num_cpus=None) uses
+
+        return float(get_num_cpus())
+    except (ImportError, AttributeError):  # another Ray version: the plain count
+        return float(os.cpu_count() or 1)
 
 
 def train_set_size(cfg: DictConfig) -> int | None:
@@ -201,6 +212,10 @@ def _check_resources(res: DictConfig) -> None:
         if res.ray_cpus is not None and res.client_cpus > res.ray_cpus:
             raise error("resources.client_cpus", res.client_cpus, f"is larger than resources.ray_cpus={res.ray_cpus}",
                          "no client would fit; lower client_cpus or raise ray_cpus")
+        if res.ray_cpus is None and res.client_cpus > 1 and res.client_cpus > (cpus := ray_cpu_count()):
+            raise error("resources.client_cpus", res.client_cpus,
+                         f"is larger than the {cpus:g} CPUs Ray finds on this machine (resources.ray_cpus=null)",
+                         "no client would fit; lower client_cpus, or set resources.address to a bigger cluster")
         if res.client_gpus > 0 and res.ray_gpus is not None and res.client_gpus > res.ray_gpus:
             raise error("resources.client_gpus", res.client_gpus, f"is larger than resources.ray_gpus={res.ray_gpus}",
                          "no client would fit; use resources.client_gpus=0 or raise ray_gpus")

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # a `python -m sim` subprocess each
+NO_GPU_ONLY = [  # refused only where no GPU is visible (and no cluster address is set)
+    (["resources.client_gpus=0.25"], "resources.client_gpus"),
+    (["resources=gpu", "resources.client_gpus=0"], "resources.server_device"),
+]
 
 BAD = [
     ["num_rounds=0"], ["num_clients=0"], ["clients_per_round=0"], ["client.batch_size=0"],
@@ -12,18 +21,23 @@ BAD = [
     ["partition=dirichlet", "partition.alpha=0"], ["partition=dirichlet", "partition.alpha=-0.5"],
     ["partition=shard", "num_clients=1000", "partition.shards_per_client=100"],
     ["partition=pathological", "partition.classes_per_client=11"],
-    ["resources.client_gpus=0.25"], ["resources.client_gpus=1.5"], ["client.failure_rate=1.2"],
+    ["resources.client_gpus=0.25", "resources.ray_gpus=0"], ["resources.client_gpus=1.5"], ["client.failure_rate=1.2"],
     ["partition.val_fraction=1.0"], ["num_rounds=abc"], ["dataset.path=/does/not/exist"],
     ["eval_clients_per_round=101"], ["client.momentum=1.0"], ["seed=-1"], ["round_timeout=0"],
+    [f"resources.client_cpus={(os.cpu_count() or 1) + 1}"],  # more than a private Ray would have
 ]
 KEYS = ["num_rounds", "num_clients", "clients_per_round", "client.batch_size", "client.epochs", "client.lr",
         "client.lr", "clients_per_round", "partition.alpha", "partition.alpha", "partition.shards_per_client",
         "partition.classes_per_client", "resources.client_gpus", "resources.client_gpus", "client.failure_rate",
         "partition.val_fraction", "num_rounds", "dataset.path", "eval_clients_per_round", "client.momentum",
-        "seed", "round_timeout"]
+        "seed", "round_timeout", "resources.client_cpus"]
 
 
-@pytest.mark.parametrize("overrides,key", list(zip(BAD, KEYS)), ids=[" ".join(b) for b in BAD])
+CASES = [*zip(BAD, KEYS), *(pytest.param(o, k, marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"))
+                           for o, k in NO_GPU_ONLY)]
+
+
+@pytest.mark.parametrize("overrides,key", CASES, ids=[" ".join(b) for b in BAD] + [" ".join(o) for o, _ in NO_GPU_ONLY])
 def test_bad_override_is_refused_with_one_line(overrides, key, tmp_path):
     result = run_cli(overrides, cwd=tmp_path, timeout=60)
     assert result.returncode == 2, result.stderr

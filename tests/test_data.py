@@ -302,7 +302,7 @@ def test_synthetic_is_learnable_but_not_trivial(tmp_path: Path) -> None:
 
 
 def test_synthetic_options(tmp_path: Path) -> None:
-    small = {"num_train": 40, "num_test": 8, "num_classes": 4, "channels": 1, "image_size": 12}
+    small = {"num_train": 40, "num_test": 8, "num_classes": 4, "channels": 1, "image_size": 16}
     cfg = make_cfg("synthetic", tmp_path, **small)
     ds = load_dataset(cfg, seed=0)
     assert ds.train_images.shape == (40, 12, 12, 1) and ds.classes[-1] == "class_3"

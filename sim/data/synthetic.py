@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sim.config_rules import MIN_IMAGE_SIZE
 from sim.data import DataError, Dataset
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def params_from_cfg(cfg: Any, seed: int) -> dict[str, Any]:
         ("num_test", params["num_test"] >= 1, ">= 1"),
         ("num_classes", 2 <= params["num_classes"] <= 255, "in 2..255"),
         ("channels", params["channels"] in (1, 3), "1 or 3"),
-        ("image_size", params["image_size"] >= 8, ">= 8"),
+        ("image_size", params["image_size"] >= MIN_IMAGE_SIZE, f">= {MIN_IMAGE_SIZE}"),
         ("noise", 0.0 <= params["noise"] <= 1.0, "in [0, 1]"),
     ]
     for key, ok, rule in checks:
