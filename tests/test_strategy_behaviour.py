@@ -226,11 +226,12 @@ def test_dp_fixed_clipping_adds_noise_of_the_configured_std():
 
 
 def test_dp_adaptive_clipping_clips_to_the_current_norm_then_adapts_it():
-    q, lr, norm = 0.5, 0.2, 1.0  # conf/strategy/dp_adaptive.yaml
-    strategy, big, small, result = dp_round("dp_adaptive", "strategy.noise_multiplier=0")
+    q, lr, norm = 0.1, 0.2, 1.0  # target quantile set here (0.5 would match this round's fraction: no change)
+    strategy, big, small, result = dp_round("dp_adaptive", "strategy.noise_multiplier=0",
+                                            f"strategy.target_clipped_quantile={q}")
     np.testing.assert_allclose(result, (big / 10 + small) / 2, rtol=1e-10, atol=1e-12)  # no noise at 0
     clipped_fraction = 1 / 2  # the norm-10 update was clipped, the norm-0.5 one was not
-    assert strategy.clipping_norm == pytest.approx(norm * math.exp(-lr * (clipped_fraction - q)))
+    assert strategy.clipping_norm == pytest.approx(norm * math.exp(-lr * (clipped_fraction - q)))  # 0.923
 
 
 def test_dp_adaptive_clipping_adds_noise_at_a_positive_multiplier():
@@ -239,3 +240,18 @@ def test_dp_adaptive_clipping_adds_noise_at_a_positive_multiplier():
     noise = result - (big / 10 + small) / 2
     expected = strategy.noise_multiplier * strategy.clipping_norm / 2  # with the norm after this round's update
     assert strategy.noise_multiplier > 0.05 and abs(noise.std() / expected - 1) < 0.05, (noise.std(), expected)
+
+
+# --- replies that never came --------------------------------------------------------------------------
+
+def test_a_reply_missing_at_the_timeout_counts_as_a_failure_of_its_clients():
+    """Flower hands `aggregate_train` only the replies that came before `round_timeout`."""
+    strategy = build("fedmedian", 3)
+    instructions = list(strategy.configure_train(1, record({"w": np.zeros(4)}), ConfigRecord(), Grid(3)))
+    came = instructions[:2]  # the third client straggles past the timeout
+    replies = [Message(RecordDict({"arrays": record({"w": np.full(4, float(i))}),
+                                   "metrics": MetricRecord({"num-examples": 10, "clients": 1, "failures": 0})}),
+                       reply_to=msg) for i, msg in enumerate(came)]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert strategy.observer.train == [(1, 3, 1)]  # three clients, one failure
+    np.testing.assert_allclose(arrays["w"].numpy(), 0.5)  # the median of the two that came
