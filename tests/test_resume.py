@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import psutil
 import pytest
 
 from conftest import TINY, processes_started_by, run_cli, run_dirs, still_alive
+from sim.checkpoint import load_checkpoint
 from sim.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -56,14 +58,18 @@ def test_sigterm_keeps_history_stops_ray_and_exits_143(tmp_path, data_dir):
     assert still_alive(started) == []
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir):
-    args = [*ARGS, f"dataset.data_dir={data_dir}"]
-    straight = tmp_path / "straight"
-    straight.mkdir()
-    result = run_cli(args, cwd=straight)
+@pytest.fixture(scope="module")
+def straight_history(tmp_path_factory, data_dir) -> pd.DataFrame:
+    """The history of an uninterrupted run of ARGS: what every resumed run must end with."""
+    straight = tmp_path_factory.mktemp("straight")
+    result = run_cli([*ARGS, f"dataset.data_dir={data_dir}"], cwd=straight)
     assert result.returncode == 0, result.stderr[-3000:]
     (straight_dir,) = run_dirs(straight)
+    return pd.read_csv(straight_dir / "history.csv")[METRICS]
 
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir, straight_history):
+    args = [*ARGS, f"dataset.data_dir={data_dir}"]
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     returncode, run_dir, started = interrupt_at_round(resumed, args, signal.SIGINT, 4)
@@ -77,9 +83,42 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir):
     assert run_dirs(resumed) == [run_dir]  # continued in place, no new run directory
     assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before
 
-    expected = pd.read_csv(straight_dir / "history.csv")[METRICS]
     got = pd.read_csv(run_dir / "history.csv")[METRICS]
-    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(got, straight_history)
+
+
+def test_resume_after_sigkill_with_checkpoint_every_3_equals_uninterrupted_run(tmp_path, data_dir, straight_history):
+    """SIGKILL (no handler runs) after round 4, checkpoints every 3 rounds: resume redoes round 4 from round 3's."""
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *ARGS, f"dataset.data_dir={data_dir}", "checkpoint_every=3"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            found = run_dirs(tmp_path)
+            if found and len((found[0] / "history.csv").read_text().splitlines()) >= 4 + 2:  # header, rounds 0..4
+                break
+            time.sleep(0.05)
+        started = processes_started_by(proc.pid)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for child in started:  # SIGKILL leaves the private Ray behind: stop it by pid
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+    assert proc.returncode == -signal.SIGKILL
+    (run_dir,) = run_dirs(tmp_path)
+    killed = pd.read_csv(run_dir / "history.csv")
+    checkpointed = load_checkpoint(run_dir)["round"]
+    assert checkpointed % 3 == 0 and checkpointed < killed["round"].max() < 8, (checkpointed, killed["round"].max())
+    result = run_cli([f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "resuming after round " + str(checkpointed) in result.stdout + result.stderr
+    got = pd.read_csv(run_dir / "history.csv")[METRICS]
+    pd.testing.assert_frame_equal(got, straight_history)
+    assert still_alive(started) == []
 
 
 def test_resume_of_a_missing_run_dir_is_refused(tmp_path):
