@@ -3,6 +3,7 @@
     python -m sim.regress build results/multirun/D/T --out baselines/tiny.csv   # band from seeds
     python -m sim.regress check RUN_DIR --baseline baselines/tiny.csv           # 0 in, 1 out, 2 unusable
     python -m sim.regress RUN_DIR --baseline baselines/tiny.csv                 # the same check
+    python -m sim.regress check RUN_A RUN_B --baseline baselines/tiny.csv       # the mean of two runs
 
 A baseline is a CSV with a `round` column and, per metric (a history.csv column), either
 - a band: `<m>_mean, <m>_std, <m>_min, <m>_max, <m>_n` (written by `build`); a value v
@@ -10,6 +11,10 @@ A baseline is a CSV with a `round` column and, per metric (a history.csv column)
 - one curve: `<m>` and optionally `<m>_tol`; v passes when |v - expected| <= tol, the
   stored `<m>_tol` where the row has one, else `--tol`.
 Rounds where the baseline has no value are not checked; rounds after its last are ignored.
+Several run directories are checked as the mean of their curves, round by round; against a
+band the allowance k * std then shrinks by sqrt((1/m + 1/n) / (1 + 1/n)) for m runs and a
+band of n (the spread of a mean of m new runs around the band's mean, relative to one run's),
+so seeds outside the band can be checked with a tolerance a weaker curve fails.
 `build` takes the sample standard deviation (ddof=1) over runs, and 0 for a single run.
 """
 
@@ -76,12 +81,23 @@ def baseline_metrics(baseline: pd.DataFrame) -> dict[str, str]:
     return metrics
 
 
+def mean_of_runs_scale(runs: int, band_runs: pd.Series | np.ndarray | float) -> np.ndarray:
+    """Factor on a band's k * std when the mean of `runs` new runs is checked (1 for one run)."""
+    n = np.maximum(np.asarray(band_runs, dtype=float), 1.0)
+    return np.sqrt((1.0 / runs + 1.0 / n) / (1.0 + 1.0 / n))
+
+
 def expected_range(baseline: pd.DataFrame, metric: str, kind: str, k: float, floor: float,
-                   tol: float) -> pd.DataFrame:
-    """Per baseline round with a value: `round, expected, low, high` for one metric."""
+                   tol: float, runs: int = 1) -> pd.DataFrame:
+    """Per baseline round with a value: `round, expected, low, high` for one metric.
+
+    `runs` > 1: the range for the mean of that many runs (a band's k * std scaled down by
+    `mean_of_runs_scale`; the floor and a single curve's tolerances stay as they are).
+    """
     if kind == "band":
         expected = baseline[f"{metric}_mean"]
-        allowed = np.maximum(k * baseline[f"{metric}_std"].fillna(0.0), floor)
+        scale = mean_of_runs_scale(runs, baseline.get(f"{metric}_n", pd.Series(1.0, index=baseline.index)).fillna(1.0))
+        allowed = np.maximum(k * baseline[f"{metric}_std"].fillna(0.0) * scale, floor)
     else:
         expected = baseline[metric]
         stored = baseline.get(f"{metric}_tol", pd.Series(np.nan, index=baseline.index))
@@ -92,8 +108,10 @@ def expected_range(baseline: pd.DataFrame, metric: str, kind: str, k: float, flo
 
 
 def check(history: pd.DataFrame, baseline: pd.DataFrame, k: float = 3.0, floor: float = 0.02,
-          tol: float = 0.02, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+          tol: float = 0.02, metrics: Sequence[str] | None = None, runs: int = 1) -> pd.DataFrame:
     """The points of `history` outside `baseline`: `round, metric, value, expected, low, high`.
+
+    `history` may be the mean of `runs` runs (`mean_history`); see `expected_range`.
 
     Empty when every checked point is inside. Raises `UnusableInput` when the history lacks
     a metric column, stops before the baseline's last round, or has an empty cell where the
@@ -109,7 +127,7 @@ def check(history: pd.DataFrame, baseline: pd.DataFrame, k: float = 3.0, floor: 
     for metric in metrics or list(kinds):
         if metric not in history.columns:
             raise UnusableInput(f"run's history has no column {metric}")
-        ranges = expected_range(baseline, metric, kinds[metric], k, floor, tol)
+        ranges = expected_range(baseline, metric, kinds[metric], k, floor, tol, runs)
         values = history.drop_duplicates("round", keep="last").set_index("round")[metric]
         missing = sorted(set(ranges["round"]) - set(values.index))
         if missing:
@@ -124,6 +142,18 @@ def check(history: pd.DataFrame, baseline: pd.DataFrame, k: float = 3.0, floor: 
         violations.append(ranges[outside].assign(metric=metric))
     result = pd.concat(violations, ignore_index=True)[VIOLATION_COLUMNS]
     return result.astype({"round": int}).reset_index(drop=True)
+
+
+def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per round, the mean of each column over `histories` (only rounds every history has)."""
+    if len(histories) == 1:
+        return histories[0]
+    tables = [h.drop_duplicates("round", keep="last").set_index("round").select_dtypes("number") for h in histories]
+    common = sorted(set.intersection(*(set(t.index) for t in tables)))
+    stacked = pd.concat([t.loc[common] for t in tables])
+    mean = stacked.groupby(level=0).mean()  # NaN only where every run left the cell empty
+    empty = stacked.isna().groupby(level=0).any()
+    return mean.mask(empty).reset_index()  # a cell empty in any run is empty in the mean
 
 
 def _short(rounds: list) -> str:
@@ -164,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.regress", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     checker = commands.add_parser("check", help="exit 0 when RUN_DIR's curve is inside the baseline, 1 if not")
-    checker.add_argument("run_dir", type=Path, help="a run directory (or its history.csv)")
+    checker.add_argument("run_dir", type=Path, nargs="+",
+                         help="a run directory (or its history.csv); several: their mean curve is checked")
     checker.add_argument("--baseline", type=Path, required=True, help="baseline CSV (band or curve)")
     checker.add_argument("--k", type=float, default=3.0, help="band: allowed |v - mean| is k * std ... (3)")
     checker.add_argument("--floor", type=float, default=0.02, help="... but at least this (0.02)")
@@ -203,12 +234,14 @@ def _build(paths: Sequence[Path], out: Path, metrics: list[str], ignore: Sequenc
     return 0
 
 
-def _check(run_dir: Path, baseline_path: Path, k: float, floor: float, tol: float,
+def _check(run_dirs: Sequence[Path], baseline_path: Path, k: float, floor: float, tol: float,
            metrics: list[str] | None) -> int:
-    """Check one run against a baseline file; print the violations table."""
+    """Check one run (or the mean of several) against a baseline file; print the violations table."""
     baseline = read_baseline(baseline_path)
-    violations = check(read_history(run_dir), baseline, k=k, floor=floor, tol=tol, metrics=metrics)
+    history = mean_history([read_history(d) for d in run_dirs])
+    violations = check(history, baseline, k=k, floor=floor, tol=tol, metrics=metrics, runs=len(run_dirs))
     checked = metrics or list(baseline_metrics(baseline))
+    run_dir = run_dirs[0] if len(run_dirs) == 1 else f"the mean of {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})"
     if violations.empty:
         print(f"OK: {run_dir} inside {baseline_path} ({', '.join(checked)}, {len(baseline)} baseline rounds)")
         return 0

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sim.history import COLUMNS, HistoryWriter
-from sim.regress import VIOLATION_COLUMNS, build_band, check, main
+from sim.regress import VIOLATION_COLUMNS, build_band, check, main, mean_history, mean_of_runs_scale
 from sim.report import UnusableInput
 from conftest import REPO, run_cli
 
@@ -208,3 +208,40 @@ def test_cli_as_a_subprocess(tmp_path, baseline):
     missing = run_cli(["check", str(tmp_path / "nowhere"), "--baseline", str(baseline)],
                       cwd=REPO, module="sim.regress", timeout=60)
     assert missing.returncode == 2 and "no history.csv found" in missing.stderr
+
+
+def test_the_mean_of_m_runs_is_held_to_a_band_narrowed_by_the_spread_of_a_mean():
+    assert mean_of_runs_scale(1, 12) == pytest.approx(1.0)  # one run: the plain k * std check
+    assert mean_of_runs_scale(2, 12) == pytest.approx(math.sqrt((1 / 2 + 1 / 12) / (1 + 1 / 12)))
+    assert mean_of_runs_scale(3, 12) < mean_of_runs_scale(2, 12) < 1
+    band = build_band([history([0.1, 0.3 + d]) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)], ["central_acc"])
+    std = band["central_acc_std"][1]  # 0.079; k * std = 0.237 for one run
+    low = history([0.1, 0.3 - 0.8 * 3 * std])  # 0.8 of the one-run allowance below the mean
+    assert check(low, band, metrics=["central_acc"]).empty
+    for runs in (2, 3):  # sqrt((1/m + 1/5) / (1 + 1/5)) = 0.76, 0.67 < 0.8: outside for a mean
+        violations = check(low, band, metrics=["central_acc"], runs=runs)
+        assert violations["round"].tolist() == [1]
+        assert violations["low"][0] == pytest.approx(0.3 - 3 * std * mean_of_runs_scale(runs, 5))
+    # the floor is not narrowed
+    flat = build_band([history([0.1, 0.3])] * 3, ["central_acc"])
+    assert check(history([0.1, 0.285]), flat, runs=3).empty
+
+
+def test_mean_history_averages_rounds_every_run_has_and_keeps_empty_cells_empty():
+    mean = mean_history([history([0.2, 0.4, 0.6]), history([0.4, NAN, 0.8, 0.9])])
+    assert mean["round"].tolist() == [0, 1, 2]
+    assert mean["central_acc"].tolist()[0] == pytest.approx(0.3) and math.isnan(mean["central_acc"][1])
+    assert mean["central_acc"][2] == pytest.approx(0.7)
+
+
+def test_check_cli_takes_several_runs_as_their_mean(tmp_path, capsys):
+    band_path = tmp_path / "band.csv"
+    build_band([history([0.1, 0.3 + d]) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)], ["central_acc"]).to_csv(band_path, index=False)
+    a = write_run(tmp_path / "a", [0.1, 0.10])  # each alone inside k * std (0.237) of 0.3 ...
+    b = write_run(tmp_path / "b", [0.1, 0.08])
+    assert main(["check", str(a), "--baseline", str(band_path), "--metrics", "central_acc"]) == 0
+    assert main(["check", str(b), "--baseline", str(band_path), "--metrics", "central_acc"]) == 0
+    capsys.readouterr()
+    # ... but their mean (0.09) is 0.21 below: outside the 0.181 (= 0.237 * 0.764) allowed for a mean of two
+    assert main(["check", str(a), str(b), "--baseline", str(band_path), "--metrics", "central_acc"]) == 1
+    assert "the mean of 2 runs" in capsys.readouterr().out
