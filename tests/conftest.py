@@ -78,8 +78,16 @@ def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[s
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """One data/cache folder for the whole session, so each source is decoded once."""
-    return tmp_path_factory.mktemp("data")
+    """One data/cache folder for the whole test run, shared by the xdist workers: each source is decoded once.
+
+    The cache publishes by an atomic rename (sim/data/cache.py), so workers may fill it at once.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's base folder, above every worker's own
+    path = root / "shared-data"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +103,44 @@ def ray_cluster_address():
 
 
 @pytest.fixture
-def cifar10_archive() -> Path:
-    """The shared CIFAR-10 JPEG archive, or skip."""
+def cifar10_archive(data_dir) -> Path:
+    """The shared CIFAR-10 JPEG archive (decoded into `data_dir` once per test run, under a lock), or skip."""
     if not CIFAR10_ARCHIVE.exists():
         pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR10_ARCHIVE}")
+    from filelock import FileLock
+
+    from sim.data import load_dataset
+
+    with FileLock(str(data_dir / "cifar10.lock")):  # one worker decodes, the others then map the cache
+        load_dataset(compose_config([f"dataset.path={CIFAR10_ARCHIVE}", f"dataset.data_dir={data_dir}"]).dataset, 0)
     return CIFAR10_ARCHIVE
+
+
+# --- the fast tier: `pytest -m "not slow"` starts no Ray and no `python -m sim` --------------------------
+
+RAY_PROCESS_MARKERS = ("gcs_server", "raylet", "/ray/_private/", "/ray/dashboard/", "/ray/autoscaler/")
+
+
+def starts_ray_or_cli(args) -> bool:
+    """Whether a command line is a `python -m sim...` run or a Ray component (which ray.init spawns)."""
+    words = [str(w) for w in (args if isinstance(args, (list, tuple)) else str(args).split())]
+    cli = any(w == "-m" and i + 1 < len(words) and words[i + 1].split(".")[0] == "sim" for i, w in enumerate(words))
+    return cli or any(marker in w for w in words for marker in RAY_PROCESS_MARKERS)
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request, monkeypatch):
+    """Fail a test not marked slow that starts Ray or a `python -m sim` process: mark it slow."""
+    if request.node.get_closest_marker("slow"):
+        return
+    if "ray_cluster_address" in request.fixturenames:
+        pytest.fail("uses a Ray cluster: mark the test @pytest.mark.slow", pytrace=False)
+    original = subprocess.Popen.__init__
+
+    def guarded(self, args, *more, **kwargs):
+        if starts_ray_or_cli(args):
+            pytest.fail(f"starts Ray or python -m sim: mark the test @pytest.mark.slow ({str(args)[:160]})",
+                        pytrace=False)
+        original(self, args, *more, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)

@@ -83,6 +83,7 @@ def test_every_yaml_key_has_a_comment():
             assert "#" in line, f"{path.relative_to(REPO)}:{number} has no comment: {line!r}"
 
 
+@pytest.mark.slow  # a `python -m sim` subprocess each
 @pytest.mark.parametrize("group,option", ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_cli_prints_job_config_for_every_option(group, option, tmp_path):
     result = run_cli([f"{group}={option}", "--cfg", "job", "--resolve"], cwd=tmp_path, timeout=60)

@@ -70,6 +70,7 @@ def test_amp_is_ignored_on_the_cpu(monkeypatch, data_dir):
 # --- the CLI without a GPU -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_no_gpu
 @pytest.mark.parametrize("overrides", [["resources.client_gpus=0.25"], ["resources=gpu"]])
 def test_gpu_share_without_gpu_is_refused_with_one_line(tmp_path, overrides):
@@ -79,6 +80,7 @@ def test_gpu_share_without_gpu_is_refused_with_one_line(tmp_path, overrides):
     assert len(lines) == 1 and lines[0].startswith("error: resources.client_gpus=0.25 needs a GPU"), result.stderr
 
 
+@pytest.mark.slow
 @needs_no_gpu
 def test_gpu_check_fails_fast_without_gpu(tmp_path):
     result = run_cli(["--dataset-path", str(tmp_path / "none.tar.gz"), "--out", str(tmp_path / "out")],
@@ -121,6 +123,7 @@ def test_nvidia_smi_lines_are_parsed_and_split_per_process():
 # --- logical GPUs in a private Ray ----------------------------------------------------------
 
 
+@pytest.mark.slow  # starts a private Ray
 def test_clients_at_once_follow_the_gpu_share_and_the_cpus():
     """Flower's pool arithmetic on a Ray told of 1 GPU and 4 CPUs: min(4 / 1, 1 / client_gpus)."""
     from sim.ray_runtime import concurrency, ray_session

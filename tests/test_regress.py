@@ -200,6 +200,7 @@ def test_check_cli_exits_2_with_one_line(tmp_path, baseline, capsys, case, messa
     assert len(err) == 1 and err[0].startswith("sim.regress: error: ") and message in err[0]
 
 
+@pytest.mark.slow  # a `python -m sim.regress` subprocess
 def test_cli_as_a_subprocess(tmp_path, baseline):
     low = write_run(tmp_path / "low", [a / 10 for a in CLI_SEEDS[0]])
     result = run_cli([str(low), "--baseline", str(baseline)], cwd=REPO, module="sim.regress", timeout=60)
