@@ -18,7 +18,9 @@ import shlex
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY, compose_config, run_cli
+from hydra import compose, initialize_config_dir
+
+from conftest import CONF_DIR, REPO, TINY, compose_config, run_cli
 from sim.config_rules import MIN_IMAGE_SIZE
 from sim.errors import ConfigError
 from sim.partition import PartitionError, partition_labels
@@ -47,9 +49,12 @@ def _draw(num_clients: int, seed: int, alpha: float, min_size: int, balancing: b
     return min(len(p) for p in parts)
 
 
-def _run_as_far_as_the_partition(overrides: list[str]) -> str:
-    """Compose, validate and (a Dirichlet split of built-in CIFAR-10) draw: 'ok' or the refusal."""
-    cfg = compose_config(overrides)
+def _run_as_far_as_the_partition(overrides: list[str], composed: bool = False) -> str:
+    """Compose, validate and (a Dirichlet split of built-in CIFAR-10) draw: 'ok' or the refusal.
+
+    `composed`: Hydra is already initialised on conf/ (compose without initialising again).
+    """
+    cfg = compose("config", overrides=overrides) if composed else compose_config(overrides)
     try:
         validate(cfg)
         if cfg.partition.scheme == "dirichlet" and cfg.dataset.name == "cifar10" and train_set_size(cfg):
@@ -63,13 +68,15 @@ def _run_as_far_as_the_partition(overrides: list[str]) -> str:
     return "ok"
 
 
+@pytest.mark.slow  # no Ray, but 45 compositions and seven flwr-datasets draws: ~10 s of CPU
 def test_readme_override_lines_run_alone_and_two_at_a_time():
     lines = readme_override_lines()
     assert len(lines) >= 8 and ["partition=dirichlet", "partition.alpha=0.3"] in lines
     outcomes = {}
-    for combo in [*([line] for line in lines), *itertools.combinations(lines, 2)]:
-        overrides = [arg for line in combo for arg in line]
-        outcomes[" ".join(overrides)] = _run_as_far_as_the_partition(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for combo in [*([line] for line in lines), *itertools.combinations(lines, 2)]:
+            overrides = [arg for line in combo for arg in line]
+            outcomes[" ".join(overrides)] = _run_as_far_as_the_partition(overrides, composed=True)
     assert all(outcomes[" ".join(line)] == "ok" for line in lines), outcomes
     refused = {k: v for k, v in outcomes.items() if v != "ok"}
     # the one refusal: 1,000 clients on the smoke preset's 600 synthetic images (a clear one-line error)
