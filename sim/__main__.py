@@ -30,9 +30,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def _remove_if_untouched(run_dir: Path) -> None:
-    """Delete a run directory that holds nothing but Hydra's own files."""
+    """Delete a run directory that holds nothing but Hydra's own files (and a header-only history.csv)."""
     if not run_dir.is_dir():
         return
+
     def untouched(path: Path) -> bool:  # Hydra's own files, or a history.csv with its header only
         if path.name == "history.csv" and path.is_file():
             return len(path.read_text().splitlines()) <= 1
