@@ -40,3 +40,14 @@ def test_target_line_compares_wall_time_and_shows_both_accuracies():
 def test_final_central_acc_is_the_last_measured_one():
     history = pd.DataFrame({"round": [0, 1, 2, 3], "central_acc": [0.1, None, 0.25, None]})
     assert final_central_acc(history) == 0.25
+
+
+def test_cheap_rounds_brings_its_own_data_and_needs_no_cifar_path(monkeypatch):
+    cfg = wl.compose(wl.workload_overrides("cheap-rounds", None, None, quick=False))
+    assert (cfg.dataset.name, cfg.dataset.num_train, cfg.num_clients, cfg.clients_per_round) == ("synthetic", 2000, 100, 10)
+    assert (cfg.num_rounds, cfg.eval_clients_per_round, cfg.central_eval_every) == (200, 0, 0)
+    monkeypatch.delenv("SIM_CIFAR10_ARCHIVE", raising=False)
+    assert parse_args(["--workloads", "cheap-rounds"]).dataset_path is None  # no SystemExit
+    lines = target_lines(pd.DataFrame([{"workload": "cheap-rounds", "harness_round_s": 0.0123, "start_s": 5.0,
+                                        "peak_pss_mb": 1900.0}]))
+    assert "cheap-rounds median round 12.3 ms  target < 15 ms  met" in lines

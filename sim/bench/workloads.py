@@ -11,6 +11,8 @@ so that a round's time is training, aggregation and (where on) central evaluatio
     pfl-cifar10   pfl-research's CIFAR-10 shape: 1,000 IID clients of 50 images, 50 a round,
                   batch 10, plain SGD (lr 0.1, no momentum), central eval every 10 rounds,
                   1,500 rounds unless `--rounds` says otherwise
+    cheap-rounds  rounds with almost no work, where the engine's own latency shows: synthetic
+                  data (2,000 images, no files), 100 clients, 10 a round, no evaluation
 
 `partition.min_partition_size=1` for cross-device: on CIFAR-10's balanced labels
 flwr-datasets needs 9 of its 10 redraws to give every one of 1,000 clients 5 images at
@@ -37,6 +39,7 @@ class Workload:
     overrides: tuple[str, ...]  # on top of the dataset overrides
     quick: tuple[str, ...]  # the same shape at test size (synthetic data)
     rounds: int = 10  # rounds when `--rounds` is not given
+    data: tuple[str, ...] | None = None  # its own data set overrides (None: CIFAR-10 from dataset.path)
 
 
 _NO_FED_EVAL = ("eval_clients_per_round=0",)
@@ -96,6 +99,13 @@ WORKLOADS: dict[str, Workload] = {
             ),
             rounds=1500,
         ),
+        Workload(
+            "cheap-rounds",
+            ("num_clients=100", "clients_per_round=10", *_NO_FED_EVAL, "central_eval_every=0"),
+            ("num_clients=40", "clients_per_round=6", *_NO_FED_EVAL, "central_eval_every=0"),
+            rounds=200,
+            data=("dataset=synthetic", "dataset.num_train=2000"),
+        ),
     )
 }
 
@@ -105,6 +115,7 @@ QUICK_DATASET = ("dataset=synthetic", "dataset.num_train=400", "dataset.num_test
 # Printed beside the measurements; never asserted.
 RATIO_TARGETS = {"cross-silo": 1.10, "cross-device": 1.30}  # harness round / ideal bound
 WALL_TARGETS = {"pfl-cifar10": 1.15}  # harness wall time (launch to exit) / the reference's
+ROUND_TARGETS_S = {"cheap-rounds": 0.015}  # median round, seconds
 SCALE_PAIR = ("scale-5k", "scale-50k")
 SCALE_ROUND_TOLERANCE = 0.15  # scale-50k median round within 15% of scale-5k's
 SCALE_MEMORY_TOLERANCE = 0.10  # and peak memory within 10%
@@ -141,6 +152,8 @@ def workload_overrides(
     if quick:
         dataset = list(QUICK_DATASET)
         body = workload.quick
+    elif workload.data is not None:
+        dataset, body = list(workload.data), workload.overrides
     else:
         if not dataset_path:
             raise ValueError("a CIFAR-10 workload needs dataset.path (pass --dataset-path)")
