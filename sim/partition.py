@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sim.flower_internals import partitioner_index_map
+
 if TYPE_CHECKING:  # flwr-datasets (and pyarrow behind it) load only when a split is computed
     from flwr_datasets.partitioner import Partitioner
 
@@ -125,8 +127,8 @@ def partition_labels(
     # Positions refer to partitioner.dataset (sorted by label for shards): map them back.
     column = partitioner.dataset.with_format("numpy")[:]["idx"]
     position_to_index = np.asarray(column, dtype=np.int64)
-    mapping = getattr(partitioner, "_partition_id_to_indices", None)
-    if not isinstance(mapping, dict) or len(mapping) != num_clients:  # other flwr-datasets versions
+    mapping = partitioner_index_map(partitioner, num_clients)
+    if mapping is None:  # other flwr-datasets versions: the public API, one client at a time
         loaded = (partitioner.load_partition(c)["idx"] for c in range(num_clients))
         return [np.asarray(idx, dtype=np.int64) for idx in loaded]
     return [position_to_index[np.asarray(mapping[c], dtype=np.int64)] for c in range(num_clients)]

@@ -53,9 +53,9 @@ def concurrency(resources) -> int:
 
     This is Flower's own actor-pool arithmetic, so it is exactly the pool it will build.
     """
-    from flwr.simulation.ray_transport.ray_actor import pool_size_from_resources
+    from sim.flower_internals import actor_pool_size
 
-    return pool_size_from_resources(client_resources(resources))
+    return actor_pool_size(client_resources(resources))
 
 
 def check_clients_fit(resources) -> None:

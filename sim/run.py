@@ -28,6 +28,7 @@ from sim.client_app import build_client_app
 from sim.client_data import ClientData, DataHandle
 from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
+from sim.flower_internals import remove_message_pickup_floor
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import child_pids, interruptible
 from sim.partition_manifest import load_or_create_partition
@@ -151,6 +152,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
                 recorder.checkpoint = checkpoint_if_due
             # 6. simulate
             if done < num_rounds:
+                remove_message_pickup_floor()  # messages and replies move as soon as they exist
                 run_simulation(
                     server_app=build_server_app(
                         strategy, arrays, recorder, num_rounds - done,

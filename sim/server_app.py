@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from sim.errors import RunAborted
+from sim.flower_internals import set_reply_poll_interval
 from sim.history import HistoryWriter
 from sim.training import Normalizer, evaluate
 
@@ -152,8 +153,7 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        if hasattr(grid, "pull_interval"):  # Flower's in-memory grid polls for replies every 0.1 s
-            grid.pull_interval = REPLY_POLL_S
+        set_reply_poll_interval(grid, REPLY_POLL_S)  # Flower's in-memory grid polls every 0.1 s
         recorder.start()
         strategy.start(
             grid=grid,

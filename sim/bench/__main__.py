@@ -3,6 +3,7 @@
     python -m sim.bench --dataset-path /path/to/cifar10.tar.gz            # all four workloads
     python -m sim.bench --workloads cross-silo,cross-device --rounds 5 --dataset-path ...
     python -m sim.bench --quick --workloads cross-silo                     # seconds, synthetic data
+    python -m sim.bench --workloads pfl-cifar10 --rounds 30 --dataset-path ...  # 1,500 rounds without --rounds
     python -m sim.bench --quick seed=1 dataset.data_dir=/tmp/data          # extra overrides for every run
 
 For each workload, on the same data, partition and seed: the data cache and partition
@@ -27,7 +28,10 @@ when the harness still computes what the reference does, in the same order;
 temporary folder; the runs themselves reuse the manifest);
 `cpu_share` is the CPU time the reference's clients got per thread and wall second (about
 1 on an idle machine; lower means other work shared the cores, and every timing of that
-row is inflated by it); `load_1min` is the load average after the workload.
+row is inflated by it); `load_1min` is the load average after the workload;
+`final_acc` / `reference_final_acc` the last central accuracy of each run and
+`wall_ratio` the harness's wall time (launch to exit: imports, Ray, every round) over
+the reference's (data from the cache, partition, every round), targeted for pfl-cifar10.
 """
 
 from __future__ import annotations
@@ -74,7 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads", default=",".join(wl.DEFAULT_WORKLOADS), help="comma-separated, from: " + ", ".join(wl.WORKLOADS)
     )
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per run; >= 3 (rounds 0 and 1 are not timed)")
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="rounds per run; >= 3 (rounds 0 and 1 are not timed); default: the workload's own (10; pfl-cifar10 1500)",
+    )
     parser.add_argument(
         "--dataset-path", default=os.environ.get("SIM_CIFAR10_ARCHIVE"),
         help="CIFAR-10 as an image-folder archive or directory (default: $SIM_CIFAR10_ARCHIVE)",
@@ -87,9 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.workloads = wl.parse_names(args.workloads)
     except ValueError as err:
         parser.error(str(err))
-    if args.rounds < STEADY_FROM_ROUND + 1:
+    if args.rounds is not None and args.rounds < STEADY_FROM_ROUND + 1:
         parser.error(f"--rounds={args.rounds}: needs >= {STEADY_FROM_ROUND + 1} so some rounds are timed")
-    if not args.quick and not args.dataset_path:
+    if not args.quick and not args.dataset_path and any(wl.WORKLOADS[n].data is None for n in args.workloads):
         parser.error("pass --dataset-path /path/to/cifar10 archive (or set SIM_CIFAR10_ARCHIVE), or use --quick")
     if args.out is None:
         args.out = Path("results") / "bench" / datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
@@ -163,8 +170,17 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cpu_share=cpu_share(timings, steady),
         load_1min=os.getloadavg()[0],
         max_rel_diff=max_relative_difference(ours, theirs),
+        final_acc=final_central_acc(ours),
+        reference_final_acc=final_central_acc(theirs),
+        wall_ratio=harness.wall_s / timings["wall_s"],
     )
     return row
+
+
+def final_central_acc(history: pd.DataFrame) -> float:
+    """The last central accuracy in a history (nan when central evaluation was off)."""
+    measured = history["central_acc"].dropna()
+    return float(measured.iloc[-1]) if len(measured) else math.nan
 
 
 def cpu_share(timings: dict[str, Any], steady: slice) -> float:
@@ -190,6 +206,20 @@ def target_lines(table: pd.DataFrame) -> list[str]:
         if name in rows and not math.isnan(rows[name].get("ratio", math.nan)):
             ratio = rows[name]["ratio"]
             lines.append(f"{name} harness/bound {ratio:.2f}  target <= {target:.2f}  {verdict(ratio <= target)}")
+    for name, target in wl.WALL_TARGETS.items():
+        if name in rows and not math.isnan(rows[name].get("wall_ratio", math.nan)):
+            row = rows[name]
+            lines.append(
+                f"{name} {row['rounds']} rounds: wall time harness {row['harness_wall_s']:.1f} s (launch to exit) / "
+                f"reference {row['reference_wall_s']:.1f} s = {row['wall_ratio']:.2f}  target <= {target:.2f}  "
+                f"{verdict(row['wall_ratio'] <= target)}; final central accuracy harness {row['final_acc']:.4f}, "
+                f"reference {row['reference_final_acc']:.4f}"
+            )
+    for name, target in wl.ROUND_TARGETS_S.items():
+        if name in rows and not math.isnan(rows[name].get("harness_round_s", math.nan)):
+            seconds = rows[name]["harness_round_s"]
+            lines.append(f"{name} median round {seconds * 1000:.1f} ms  target < {target * 1000:.0f} ms  "
+                         f"{verdict(seconds < target)}")
     small, large = wl.SCALE_PAIR
     if small in rows and large in rows:
         for key, label, tolerance in (

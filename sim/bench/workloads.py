@@ -8,6 +8,11 @@ so that a round's time is training, aggregation and (where on) central evaluatio
     cross-device  1,000 clients, 50 a round, Dirichlet(0.3) label skew, batch 10
     scale-5k      5,000 clients of 10 images, 50 a round, no central eval
     scale-50k     50,000 clients of 1 image, 50 a round, no central eval
+    pfl-cifar10   pfl-research's CIFAR-10 shape: 1,000 IID clients of 50 images, 50 a round,
+                  batch 10, plain SGD (lr 0.1, no momentum), central eval every 10 rounds,
+                  1,500 rounds unless `--rounds` says otherwise
+    cheap-rounds  rounds with almost no work, where the engine's own latency shows: synthetic
+                  data (2,000 images, no files), 100 clients, 10 a round, no evaluation
 
 `partition.min_partition_size=1` for cross-device: on CIFAR-10's balanced labels
 flwr-datasets needs 9 of its 10 redraws to give every one of 1,000 clients 5 images at
@@ -33,6 +38,8 @@ class Workload:
     name: str
     overrides: tuple[str, ...]  # on top of the dataset overrides
     quick: tuple[str, ...]  # the same shape at test size (synthetic data)
+    rounds: int = 10  # rounds when `--rounds` is not given
+    data: tuple[str, ...] | None = None  # its own data set overrides (None: CIFAR-10 from dataset.path)
 
 
 _NO_FED_EVAL = ("eval_clients_per_round=0",)
@@ -78,6 +85,27 @@ WORKLOADS: dict[str, Workload] = {
                 "partition.val_fraction=0", "central_eval_every=0",
             ),
         ),
+        Workload(
+            "pfl-cifar10",
+            (
+                "num_clients=1000", "clients_per_round=50", *_NO_FED_EVAL, "partition=iid",
+                "partition.val_fraction=0", "client.batch_size=10", "client.lr=0.1", "client.momentum=0",
+                "central_eval_every=10",
+            ),
+            (
+                "num_clients=40", "clients_per_round=6", *_NO_FED_EVAL, "partition=iid",
+                "partition.val_fraction=0", "client.batch_size=10", "client.lr=0.1", "client.momentum=0",
+                "central_eval_every=2",
+            ),
+            rounds=1500,
+        ),
+        Workload(
+            "cheap-rounds",
+            ("num_clients=100", "clients_per_round=10", *_NO_FED_EVAL, "central_eval_every=0"),
+            ("num_clients=40", "clients_per_round=6", *_NO_FED_EVAL, "central_eval_every=0"),
+            rounds=200,
+            data=("dataset=synthetic", "dataset.num_train=2000"),
+        ),
     )
 }
 
@@ -86,6 +114,8 @@ QUICK_DATASET = ("dataset=synthetic", "dataset.num_train=400", "dataset.num_test
 
 # Printed beside the measurements; never asserted.
 RATIO_TARGETS = {"cross-silo": 1.10, "cross-device": 1.30}  # harness round / ideal bound
+WALL_TARGETS = {"pfl-cifar10": 1.15}  # harness wall time (launch to exit) / the reference's
+ROUND_TARGETS_S = {"cheap-rounds": 0.015}  # median round, seconds
 SCALE_PAIR = ("scale-5k", "scale-50k")
 SCALE_ROUND_TOLERANCE = 0.15  # scale-50k median round within 15% of scale-5k's
 SCALE_MEMORY_TOLERANCE = 0.10  # and peak memory within 10%
@@ -109,9 +139,11 @@ def parse_names(text: str) -> list[str]:
 
 
 def workload_overrides(
-    name: str, rounds: int, dataset_path: str | None, quick: bool, extra: list[str] | tuple[str, ...] = ()
+    name: str, rounds: int | None, dataset_path: str | None, quick: bool, extra: list[str] | tuple[str, ...] = ()
 ) -> list[str]:
     """The full override list of workload `name` for `python -m sim` (without hydra.* keys).
+
+    `rounds=None` runs the workload's own number of rounds (`Workload.rounds`).
 
     `extra` overrides come last and replace the workload's own value of a key (for example
     `seed=1` or `dataset.data_dir=...`).
@@ -120,12 +152,14 @@ def workload_overrides(
     if quick:
         dataset = list(QUICK_DATASET)
         body = workload.quick
+    elif workload.data is not None:
+        dataset, body = list(workload.data), workload.overrides
     else:
         if not dataset_path:
             raise ValueError("a CIFAR-10 workload needs dataset.path (pass --dataset-path)")
         dataset = ["dataset=cifar10", f"dataset.path={quote(dataset_path)}"]
         body = workload.overrides
-    common = ["model=cnn", "client.epochs=1", f"num_rounds={rounds}"]
+    common = ["model=cnn", "client.epochs=1", f"num_rounds={workload.rounds if rounds is None else rounds}"]
     return last_per_key([*dataset, *common, *body, *extra])
 
 

@@ -1,0 +1,362 @@
+"""Every private Flower, Ray-backend and flwr-datasets internal the harness touches.
+
+Everything else in `sim` uses the libraries' public APIs; what cannot, goes through this
+module, so a library upgrade is checked and adapted in one file. Each internal is pinned:
+`PINNED_SOURCES` holds the SHA-256 of the source of every function we replace, wrap or
+read, as installed when the shim was written (flwr 1.42.0, flwr-datasets 0.6.1), and
+`tests/test_flower_internals.py` fails as soon as one of them changes.
+
+The shims:
+
+1. **Message pickup without a floor** (`remove_message_pickup_floor`). Flower's simulation
+   engine moves a message from the LinkState to the Ray workers in
+   `vce_api.add_messages_to_queue`, a thread that polls every node and then sleeps
+   `f_stop.wait(0.1)`; the ServerApp's `InMemoryGrid.send_and_receive` polls for replies
+   and sleeps `pull_interval` (0.1 s by default). Each round of a run therefore waits up
+   to 0.1 s before its messages reach the workers, and again before their replies reach
+   the strategy. The shim makes both event-driven: `InMemoryLinkState.store_message_ins`
+   and `store_message_res` are wrapped to signal an arrival counter kept per LinkState,
+   and the two loops wait on that counter (falling back to their old cadence,
+   `IDLE_RECHECK_S` and `pull_interval`, only when nothing arrives: to notice `f_stop`,
+   expired messages and timeouts exactly as before). What is delivered, to whom, and in
+   which order the strategy aggregates it is unchanged; only the waiting goes.
+   Safe to call in any process, any number of times: the `python -m sim` driver calls it
+   before `run_simulation`; an app module run by `flwr run` (the `flwr-simulation`
+   process runs the same engine) calls it at import, which Flower does in `start_vce`
+   (loading the ClientApp) before `run_api` starts the pickup thread.
+2. **Actor-pool size** (`actor_pool_size`): Flower's own per-node arithmetic
+   (`ray_actor.pool_size_from_resources`), so the harness sizes its packs for exactly
+   the pool Flower builds.
+3. **Reply poll interval** (`set_reply_poll_interval`): `InMemoryGrid.pull_interval`, the
+   grid's fallback cadence while it waits for replies.
+4. **Partition map** (`partitioner_index_map`): flwr-datasets partitioners keep their
+   whole `partition_id -> indices` map in `_partition_id_to_indices`; reading it at once
+   is much faster than `load_partition` per client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import threading
+import time
+import weakref
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+PINNED_VERSIONS = {"flwr": "1.42.0", "flwr-datasets": "0.6.1"}
+
+# "module:qualname" -> SHA-256 of `inspect.getsource` of the installed original. Refresh
+# only after reading the new source and adapting the shim that depends on it.
+PINNED_SOURCES = {
+    # shim 1: replaced outright (our version keeps its loop body and drops the 0.1 s sleep)
+    "flwr.server.superlink.fleet.vce.vce_api:add_messages_to_queue":
+        "953f4bd41a931a7779a4a670ab17b633f6e20b08a0128535328674466419777a",
+    # shim 1: starts the pickup thread with `target=add_messages_to_queue`, a global
+    # looked up when it runs, which is what lets a module attribute replace it
+    "flwr.server.superlink.fleet.vce.vce_api:run_api":
+        "f85c0cd6e902752f455c00ab9c7212c1cd94a8c681fa9bf294ba967463390898",
+    # shim 1: loads the ClientApp (importing a `flwr run` app module) before run_api
+    "flwr.server.superlink.fleet.vce.vce_api:start_vce":
+        "2d5e267f893950a709c52adf9d6a90c81a7750d889b4eb99318dfffeea957f16",
+    # shim 1: wrapped to signal arrivals (their return value says whether a message was stored)
+    "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState.store_message_ins":
+        "a2b78afac51dc4a23d236ccf8d02958c8d0532aac179cd9ad9b1a0d939eecbea",
+    "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState.store_message_res":
+        "52a4f7ccc70e890843671cc17e603239f50b88de2a0c5d30810a19021c9d594d",
+    # shim 1: replaced outright (same pushes and pulls; waits on replies instead of sleeping)
+    "flwr.superlink.grid.inmemory_grid:InMemoryGrid.send_and_receive":
+        "0229edfa5741b92857a8f53744a145900bd8726e339627d46c69418d45429a0a",
+    # shim 3: the attribute the loop above sleeps on, set in __init__
+    "flwr.superlink.grid.inmemory_grid:InMemoryGrid.__init__":
+        "028fa3ed6b4181bb6685e4d7f940fcfcc218b9eaeed379d6b4cceb7b300bb410",
+    # shim 2: called as is
+    "flwr.simulation.ray_transport.ray_actor:pool_size_from_resources":
+        "dec698571d396dc89c376d2d7e921ddb4de247f23b8cb2945881ff60403b3aa5",
+    # shim 4: fill `_partition_id_to_indices` and read it as positions into `.dataset`
+    "flwr_datasets.partitioner.dirichlet_partitioner:DirichletPartitioner._determine_partition_id_to_indices_if_needed":
+        "ed2eef9036f744fc118aa9762c6fb581e5617eb4a8f93089aaf19e38c7d5116b",
+    "flwr_datasets.partitioner.dirichlet_partitioner:DirichletPartitioner.load_partition":
+        "22b4717c44cb432c7c1456b544f779e95f8bc3a8bb4aa48d80be0482879ffb89",
+    "flwr_datasets.partitioner.shard_partitioner:ShardPartitioner._determine_partition_id_to_indices_if_needed":
+        "041bc68c7e1264b4171b4d67f8a567317838f51a8c07eca3244a7892240983e5",
+    "flwr_datasets.partitioner.shard_partitioner:ShardPartitioner.load_partition":
+        "f443c51a5095a6d7dcdffb7087039736c0e62d850d7e7e9ca19798af3b8bc639",
+    "flwr_datasets.partitioner.pathological_partitioner:PathologicalPartitioner._determine_partition_id_to_indices_if_needed":
+        "bae9cacf08b693482d144a18262fcf3c02ea06c9e0db4d0b2376b25b9feedf1d",
+    "flwr_datasets.partitioner.pathological_partitioner:PathologicalPartitioner.load_partition":
+        "34645de3427ce551b1a948af7e223f98ee5bfbd0ebd5b88c3c73aceb40593da9",
+}
+
+IDLE_RECHECK_S = 0.1  # with nothing arriving, the pickup loop still rechecks (f_stop, expiry) this often
+
+_lock = threading.Lock()
+_originals: dict[str, Any] = {}  # "module:qualname" -> what the shim replaced, while installed
+_checked: dict[str, bool] = {}  # shim -> whether the installed library matched its pins
+
+
+# --- pins -------------------------------------------------------------------------------
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of `package`, or None when it is not installed."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def original(name: str) -> Any:
+    """The library's own object `module:qualname` (the original even while a shim replaces it)."""
+    if name in _originals:
+        return _originals[name]
+    module, qualname = name.split(":")
+    obj: Any = import_module(module)
+    for part in qualname.split("."):
+        obj = inspect.getattr_static(obj, part) if inspect.isclass(obj) else getattr(obj, part)
+    return obj
+
+
+def source_hash(obj: Any) -> str:
+    """SHA-256 of the source text of a function."""
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()
+
+
+def changed_internals(names: list[str] | None = None) -> list[str]:
+    """Of `names` (default: all pinned), those whose installed source differs from the pin."""
+    changed = []
+    for name in names or list(PINNED_SOURCES):
+        try:
+            current = source_hash(original(name))
+        except (ImportError, AttributeError, OSError, TypeError):
+            current = None
+        if current != PINNED_SOURCES[name]:
+            changed.append(name)
+    return changed
+
+
+def _usable(package: str, names: list[str], what: str) -> bool:
+    """True when `package` is at its pinned version and `names` are unchanged; else warn once."""
+    if what in _checked:
+        return _checked[what]
+    installed, pinned = installed_version(package), PINNED_VERSIONS[package]
+    problem = None
+    if installed != pinned:
+        problem = f"{package} {installed} is installed, the shim was written for {pinned}"
+    elif changed := changed_internals(names):
+        problem = f"{package}'s {', '.join(changed)} changed since the shim was written"
+    _checked[what] = problem is None
+    if problem is None:
+        return True
+    log.warning("%s: %s; left as the library has it (see sim/flower_internals.py)", what, problem)
+    return False
+
+
+# --- shim 1: message pickup without a floor ----------------------------------------------
+
+_VCE = "flwr.server.superlink.fleet.vce.vce_api"
+_LINKSTATE = "flwr.server.superlink.linkstate.in_memory_linkstate:InMemoryLinkState"
+_GRID = "flwr.superlink.grid.inmemory_grid:InMemoryGrid"
+PICKUP_SHIM = [
+    f"{_VCE}:add_messages_to_queue",
+    f"{_VCE}:run_api",
+    f"{_VCE}:start_vce",
+    f"{_LINKSTATE}.store_message_ins",
+    f"{_LINKSTATE}.store_message_res",
+    f"{_GRID}.send_and_receive",
+    f"{_GRID}.__init__",
+]
+
+
+class Arrivals:
+    """A counter of messages stored in one LinkState; waiters block until it moves.
+
+    A waiter reads `count` *before* it polls the state, then waits past that value: a
+    message stored while it polled moves the counter, so no arrival is ever missed.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def notify(self) -> None:
+        """One more message stored: wake every waiter."""
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_past(self, seen: int, timeout: float) -> bool:
+        """Block until `count != seen` or `timeout` s pass; True when something arrived."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count != seen, timeout=max(0.0, timeout))
+
+
+_arrivals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # LinkState -> {"ins"|"res": Arrivals}
+
+
+def arrivals(state: Any, kind: str) -> Arrivals:
+    """The arrival counter of `state` for `kind` ("ins": messages to nodes, "res": replies)."""
+    with _lock:
+        per_state = _arrivals.get(state)
+        if per_state is None:
+            per_state = _arrivals[state] = {"ins": Arrivals(), "res": Arrivals()}
+        return per_state[kind]
+
+
+def _signalling(store: Callable, kind: str) -> Callable:
+    """`store` (a LinkState method), plus an arrival signal whenever it stored a message."""
+
+    def store_and_signal(self, message):
+        message_id = store(self, message)
+        if message_id is not None:
+            arrivals(self, kind).notify()
+        return message_id
+
+    store_and_signal.__doc__ = store.__doc__
+    store_and_signal.__wrapped__ = store
+    return store_and_signal
+
+
+def add_messages_to_queue(state, queue, nodes_mapping, f_stop) -> None:
+    """Flower's `add_messages_to_queue`, woken by arrivals instead of every 0.1 s.
+
+    Same loop body: each pass takes at most one undelivered message per node. A pass that
+    found messages is followed at once by another (a node may hold more); otherwise the
+    thread waits for the next stored message, or `IDLE_RECHECK_S` to recheck `f_stop`.
+    """
+    incoming = arrivals(state, "ins")
+    while not f_stop.is_set():
+        seen = incoming.count
+        found = False
+        for node_id in nodes_mapping.keys():
+            message_ins_list = state.get_message_ins(node_id=node_id, limit=1)
+            for msg in message_ins_list:
+                queue.put(msg)
+                found = True
+        if not found:
+            incoming.wait_past(seen, IDLE_RECHECK_S)
+
+
+def send_and_receive(self, messages, *, timeout: float | None = None):
+    """Flower's `InMemoryGrid.send_and_receive`, woken by each stored reply.
+
+    Same pushes and pulls; between pulls it waits for the next reply (at most
+    `pull_interval`, and never past `timeout`) instead of sleeping `pull_interval`.
+    """
+    msg_ids = set(self.push_messages(messages))
+    del messages
+    replies = arrivals(self.state, "res")
+    end_time = time.time() + (timeout if timeout is not None else 0.0)
+    ret = []
+    while timeout is None or time.time() < end_time:
+        seen = replies.count
+        res_msgs = self.pull_messages(msg_ids)
+        ret.extend(res_msgs)
+        msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in res_msgs})
+        if len(msg_ids) == 0:
+            break
+        wait = self.pull_interval if timeout is None else min(self.pull_interval, end_time - time.time())
+        replies.wait_past(seen, wait)
+    return ret
+
+
+def _install(name: str, replacement: Any) -> None:
+    """Put `replacement` where `name` lives, keeping the original for `restore_message_pickup_floor`."""
+    module_name, qualname = name.split(":")
+    owner: Any = import_module(module_name)
+    *path, attr = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    _originals[name] = inspect.getattr_static(owner, attr)
+    setattr(owner, attr, replacement)
+
+
+def remove_message_pickup_floor() -> bool:
+    """Make Flower's simulation engine deliver messages and replies as soon as they exist.
+
+    Idempotent and thread-safe; call it in any process before a simulation starts. Returns
+    True when the shim is in place, False (with one warning) when the installed Flower is
+    not the version, or not the code, it was written for; Flower is then left untouched.
+    """
+    if _originals:
+        return True
+    if not _usable("flwr", PICKUP_SHIM, "message pickup shim"):
+        return False
+    with _lock:
+        if _originals:
+            return True
+        store_ins, store_res = original(f"{_LINKSTATE}.store_message_ins"), original(f"{_LINKSTATE}.store_message_res")
+        _install(f"{_LINKSTATE}.store_message_ins", _signalling(store_ins, "ins"))
+        _install(f"{_LINKSTATE}.store_message_res", _signalling(store_res, "res"))
+        _install(f"{_GRID}.send_and_receive", send_and_receive)
+        _install(f"{_VCE}:add_messages_to_queue", add_messages_to_queue)
+    log.info("Flower's message pickup: event-driven, no 0.1 s floor (sim/flower_internals.py)")
+    return True
+
+
+def restore_message_pickup_floor() -> None:
+    """Undo `remove_message_pickup_floor` (for tests and side-by-side measurements)."""
+    with _lock:
+        for name in list(_originals):
+            module_name, qualname = name.split(":")
+            owner: Any = import_module(module_name)
+            *path, attr = qualname.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            setattr(owner, attr, _originals.pop(name))
+
+
+def pickup_floor_removed() -> bool:
+    """Whether `remove_message_pickup_floor` is in effect in this process."""
+    return bool(_originals)
+
+
+# --- shim 2: actor-pool size --------------------------------------------------------------
+
+
+def actor_pool_size(client_resources: dict[str, float]) -> int:
+    """Client tasks Flower's Ray backend runs at once, from Ray's live node list.
+
+    Flower's `pool_size_from_resources`: per node, min(CPUs / num_cpus, GPUs / num_gpus).
+    Needs `ray.init` first.
+    """
+    from flwr.simulation.ray_transport.ray_actor import pool_size_from_resources
+
+    return pool_size_from_resources(client_resources)
+
+
+# --- shim 3: reply poll interval ----------------------------------------------------------
+
+
+def set_reply_poll_interval(grid: Any, seconds: float) -> None:
+    """How often the in-memory grid rechecks for replies when none has arrived (Flower: 0.1 s).
+
+    Other grids (a deployment's gRPC grid) have no such attribute and are left alone.
+    """
+    if hasattr(grid, "pull_interval"):
+        grid.pull_interval = seconds
+
+
+# --- shim 4: partition map ----------------------------------------------------------------
+
+
+PARTITION_SHIM = [name for name in PINNED_SOURCES if name.startswith("flwr_datasets.")]
+
+
+def partitioner_index_map(partitioner: Any, num_partitions: int) -> dict[int, Any] | None:
+    """A computed flwr-datasets partitioner's `partition_id -> positions` map, or None.
+
+    Positions index `partitioner.dataset`, as in the partitioners' `load_partition`. None
+    when the installed flwr-datasets is not the version or code this was written for, or
+    keeps no such map: callers then use the public `load_partition`, one client at a time.
+    """
+    if not _usable("flwr-datasets", PARTITION_SHIM, "partition map shim"):
+        return None
+    mapping = getattr(partitioner, "_partition_id_to_indices", None)
+    if not isinstance(mapping, dict) or len(mapping) != num_partitions:
+        return None
+    return mapping

@@ -1,0 +1,53 @@
+"""The `pfl-cifar10` benchmark workload: its settings, its default rounds and its target line."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sim.bench import workloads as wl
+from sim.bench.__main__ import final_central_acc, parse_args, target_lines
+
+
+def test_pfl_cifar10_is_pfl_researchs_shape_for_1500_rounds_unless_told():
+    cfg = wl.compose(wl.workload_overrides("pfl-cifar10", None, "/data/cifar10.tar.gz", quick=False))
+    assert (cfg.dataset.name, cfg.num_clients, cfg.clients_per_round, cfg.num_rounds) == ("cifar10", 1000, 50, 1500)
+    assert (cfg.partition.scheme, cfg.partition.val_fraction) == ("iid", 0)  # 50,000 images: 50 a client, all train
+    assert (cfg.client.epochs, cfg.client.batch_size, cfg.client.momentum, cfg.client.weight_decay) == (1, 10, 0, 0)
+    assert (cfg.central_eval_every, cfg.eval_clients_per_round) == (10, 0)
+    assert cfg.strategy._target_.endswith("FedAvg")
+    assert wl.compose(wl.workload_overrides("pfl-cifar10", 30, "/d.tar.gz", quick=False)).num_rounds == 30
+    other = wl.compose(wl.workload_overrides("cross-device", None, "/d.tar.gz", quick=False))
+    assert other.num_rounds == 10  # the other workloads keep their 10 rounds
+
+
+def test_rounds_default_to_the_workloads_own():
+    args = parse_args(["--workloads", "pfl-cifar10,scale-5k", "--dataset-path", "/d.tar.gz"])
+    assert args.rounds is None and args.workloads == ["pfl-cifar10", "scale-5k"]
+    with pytest.raises(SystemExit):
+        parse_args(["--workloads", "pfl-cifar10", "--rounds", "2", "--quick"])
+
+
+def test_target_line_compares_wall_time_and_shows_both_accuracies():
+    row = {"workload": "pfl-cifar10", "rounds": 30, "num_clients": 1000, "harness_wall_s": 60.0,
+           "reference_wall_s": 50.0, "wall_ratio": 1.2, "final_acc": 0.3012, "reference_final_acc": 0.3012,
+           "start_s": 8.0, "peak_pss_mb": 2100.0}
+    lines = target_lines(pd.DataFrame([row]))
+    assert ("pfl-cifar10 30 rounds: wall time harness 60.0 s (launch to exit) / reference 50.0 s = 1.20  "
+            "target <= 1.15  MISSED; final central accuracy harness 0.3012, reference 0.3012") in lines
+
+
+def test_final_central_acc_is_the_last_measured_one():
+    history = pd.DataFrame({"round": [0, 1, 2, 3], "central_acc": [0.1, None, 0.25, None]})
+    assert final_central_acc(history) == 0.25
+
+
+def test_cheap_rounds_brings_its_own_data_and_needs_no_cifar_path(monkeypatch):
+    cfg = wl.compose(wl.workload_overrides("cheap-rounds", None, None, quick=False))
+    assert (cfg.dataset.name, cfg.dataset.num_train, cfg.num_clients, cfg.clients_per_round) == ("synthetic", 2000, 100, 10)
+    assert (cfg.num_rounds, cfg.eval_clients_per_round, cfg.central_eval_every) == (200, 0, 0)
+    monkeypatch.delenv("SIM_CIFAR10_ARCHIVE", raising=False)
+    assert parse_args(["--workloads", "cheap-rounds"]).dataset_path is None  # no SystemExit
+    lines = target_lines(pd.DataFrame([{"workload": "cheap-rounds", "harness_round_s": 0.0123, "start_s": 5.0,
+                                        "peak_pss_mb": 1900.0}]))
+    assert "cheap-rounds median round 12.3 ms  target < 15 ms  met" in lines

@@ -1,0 +1,229 @@
+"""The shims over Flower's and flwr-datasets' internals (`sim/flower_internals.py`).
+
+Each pinned internal must still be the code its shim was written against; the message
+pickup shim is driven through Flower's real LinkState, InMemoryGrid and simulation-engine
+threads (no Ray) with the fallback cadences set to a minute, so only its arrival signals
+can deliver in time; one end-to-end pair of runs shows the history does not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from queue import Empty, Queue
+from uuid import uuid4
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, run_dirs
+from sim import flower_internals as fi
+from sim.partition import partition_labels
+
+
+@pytest.fixture
+def fresh_shims(monkeypatch):
+    """No shim installed and no pin check cached, before and after the test."""
+    fi.restore_message_pickup_floor()
+    monkeypatch.setattr(fi, "_checked", {})
+    yield
+    fi.restore_message_pickup_floor()
+
+
+@pytest.mark.parametrize("package", sorted(fi.PINNED_VERSIONS))
+def test_installed_version_is_the_pinned_one(package):
+    assert fi.installed_version(package) == fi.PINNED_VERSIONS[package], (
+        f"{package} changed: read the new source of every internal in sim/flower_internals.py, "
+        "adapt the shims and update PINNED_VERSIONS / PINNED_SOURCES"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(fi.PINNED_SOURCES))
+def test_pinned_internal_is_unchanged(name):
+    assert fi.source_hash(fi.original(name)) == fi.PINNED_SOURCES[name], (
+        f"{name} is not the code its shim was written against: read it, adapt the shim, update the pin"
+    )
+
+
+def test_remove_is_idempotent_and_restore_puts_flowers_functions_back(fresh_shims):
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    before = (vce_api.add_messages_to_queue, InMemoryGrid.send_and_receive, InMemoryLinkState.store_message_ins)
+    assert fi.remove_message_pickup_floor() and fi.remove_message_pickup_floor()
+    assert fi.pickup_floor_removed()
+    assert vce_api.add_messages_to_queue is fi.add_messages_to_queue
+    assert InMemoryGrid.send_and_receive is fi.send_and_receive
+    assert InMemoryLinkState.store_message_ins.__wrapped__ is before[2]  # wrapped once, not twice
+    # run_api starts the pickup thread from the module global, so the replacement is what runs
+    assert "add_messages_to_queue" in vce_api.run_api.__code__.co_names
+    fi.restore_message_pickup_floor()
+    after = (vce_api.add_messages_to_queue, InMemoryGrid.send_and_receive, InMemoryLinkState.store_message_ins)
+    assert after == before and not fi.pickup_floor_removed()
+
+
+@pytest.mark.parametrize("mismatch", ["version", "source"])
+def test_other_flower_is_left_alone_with_one_warning(fresh_shims, monkeypatch, caplog, mismatch):
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    original = vce_api.add_messages_to_queue
+    name = "flwr.superlink.grid.inmemory_grid:InMemoryGrid.send_and_receive"
+    if mismatch == "version":
+        monkeypatch.setitem(fi.PINNED_VERSIONS, "flwr", "1.41.0")
+    else:
+        monkeypatch.setitem(fi.PINNED_SOURCES, name, "0" * 64)
+    with caplog.at_level(logging.WARNING, logger="sim.flower_internals"):
+        assert fi.remove_message_pickup_floor() is False
+        assert fi.remove_message_pickup_floor() is False
+    assert vce_api.add_messages_to_queue is original
+    (record,) = caplog.records
+    expected = "flwr 1.42.0 is installed, the shim was written for 1.41.0" if mismatch == "version" else name
+    assert expected in record.getMessage()
+
+
+def _simulation_engine_without_ray(num_nodes: int, monkeypatch):
+    """Flower's in-memory LinkState with a run and `num_nodes` nodes, and a grid on it
+    (set up as `flwr.simulation.run_simulation` does)."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
+    from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    state = factory.state()
+    run = Run.create_empty(run_id=7)
+    run.primary_task_id, run.federation_id = 11, NOOP_FEDERATION_ID
+    for key, value in (("_task_id", 1), ("_run_id", run.run_id), ("_node_id", SUPERLINK_NODE_ID)):
+        monkeypatch.setattr(TaskIdentity, key, value)
+    state.run_ids[run.run_id] = RunRecord(run=run)
+    state.task_store[run.primary_task_id] = Task(task_id=run.primary_task_id, run_id=run.run_id)
+    nodes = _register_nodes(num_nodes, factory)
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    return state, nodes, grid
+
+
+def test_messages_and_replies_move_on_arrival_not_on_a_timer(fresh_shims, monkeypatch):
+    """With both fallback cadences at 60 s, two rounds complete only if arrivals wake the loops."""
+    from flwr.app import Message, RecordDict
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    assert fi.remove_message_pickup_floor()
+    monkeypatch.setattr(fi, "IDLE_RECHECK_S", 60.0)
+    state, nodes, grid = _simulation_engine_without_ray(3, monkeypatch)
+    grid.pull_interval = 60.0
+    f_stop = threading.Event()
+    ins, res = Queue(), Queue()
+    delivered = []
+
+    def echo_clients():  # the backend's part: answer every message with an empty reply
+        while not f_stop.is_set():
+            try:
+                msg = ins.get(timeout=0.05)
+            except Empty:
+                continue
+            delivered.append(msg.metadata.dst_node_id)
+            reply = Message(RecordDict(), reply_to=msg)
+            reply.metadata.__dict__["_message_id"] = str(uuid4())  # as vce_api.worker does
+            res.put(reply)
+
+    threads = [
+        threading.Thread(target=vce_api.add_messages_to_queue, args=(state, ins, nodes, f_stop)),
+        threading.Thread(target=vce_api.put_message_into_state, args=(state, res, f_stop)),
+        threading.Thread(target=echo_clients),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):  # the second round starts with the pickup thread idle, waiting
+            time.sleep(0.1)
+            out = [Message(RecordDict(), dst_node_id=node, message_type="train") for node in nodes]
+            replies = list(grid.send_and_receive(out, timeout=10))
+            assert sorted(m.metadata.src_node_id for m in replies) == sorted(nodes)
+            assert not any(m.has_error() for m in replies)
+    finally:
+        f_stop.set()
+        fi.arrivals(state, "ins").notify()  # wake the idle pickup thread to see f_stop
+        for thread in threads:
+            thread.join(timeout=5)
+    assert sorted(delivered) == sorted(list(nodes) * 2)
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_send_and_receive_still_times_out(fresh_shims, monkeypatch):
+    """A reply that never comes: the shim returns at `timeout`, like Flower's loop."""
+    from flwr.app import Message, RecordDict
+
+    assert fi.remove_message_pickup_floor()
+    _, nodes, grid = _simulation_engine_without_ray(1, monkeypatch)
+    grid.pull_interval = 60.0
+    started = time.monotonic()
+    replies = grid.send_and_receive([Message(RecordDict(), dst_node_id=next(iter(nodes)), message_type="train")],
+                                    timeout=0.3)
+    assert list(replies) == [] and time.monotonic() - started < 30
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # pyarrow's sort options, via datasets
+@pytest.mark.parametrize(
+    "scheme, params",
+    [
+        ("dirichlet", {"alpha": 0.5, "min_partition_size": 2, "self_balancing": False}),
+        ("shard", {"shards_per_client": 2, "shard_size": 5}),
+        ("pathological", {"classes_per_client": 2, "class_assignment_mode": "first-deterministic"}),
+    ],
+)
+def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch, scheme, params):
+    labels = np.random.default_rng(5).integers(0, 4, size=120)
+    used = []
+    real = fi.partitioner_index_map
+    monkeypatch.setattr("sim.partition.partitioner_index_map", lambda *a: used.append(real(*a)) or used[-1])
+    fast = partition_labels(labels, scheme, 6, seed=2, **params)
+    monkeypatch.setitem(fi.PINNED_VERSIONS, "flwr-datasets", "0.0.0")
+    monkeypatch.setattr(fi, "_checked", {})
+    slow = partition_labels(labels, scheme, 6, seed=2, **params)  # public load_partition, per client
+    assert isinstance(used[0], dict) and used[1] is None
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+NO_SHIM = """
+import runpy, sys
+import sim.run
+sim.run.remove_message_pickup_floor = lambda: False  # Flower's 0.1 s pickup left as it is
+sys.argv[0] = "sim"
+runpy.run_module("sim", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_history_is_the_same_with_and_without_the_shim(tmp_path, data_dir, ray_cluster_address):
+    import subprocess
+
+    args = [*TINY, "num_rounds=3", "central_eval_every=2", "client.failure_rate=0.25",
+            f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"]
+    histories, logs = {}, {}
+    for name, command in (("shim", ["-m", "sim"]), ("floor", ["-c", NO_SHIM])):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = subprocess.run([sys.executable, *command, *args], cwd=cwd, capture_output=True, text=True,
+                                timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        logs[name] = result.stderr + result.stdout
+        (run_dir,) = run_dirs(cwd)
+        histories[name] = pd.read_csv(run_dir / "history.csv").drop(columns=["round_s", "elapsed_s"])
+    shim_line = "message pickup: event-driven"
+    assert shim_line in logs["shim"] and shim_line not in logs["floor"]
+    assert histories["shim"]["round"].tolist() == [0, 1, 2, 3]
+    assert histories["shim"]["train_failures"].sum() > 0  # failed replies went through the shim too
+    pd.testing.assert_frame_equal(histories["shim"], histories["floor"], check_exact=True)
