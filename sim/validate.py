@@ -26,6 +26,7 @@ from sim.config_rules import (
 )
 from sim.errors import ConfigError
 from sim.partition import SCHEME_PARAMS
+from sim.tracking.checks import check_logger
 
 CIFAR10_TRAIN_SIZE = 50_000
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -120,6 +121,7 @@ def validate(cfg: DictConfig) -> None:
             rule.check(key, value)
     _check_strategy(cfg, _get(cfg, "strategy"), "strategy")
     _cross_checks(cfg)
+    check_logger(cfg)  # trackers: their settings, and their packages installed
 
 
 def _check_strategy(cfg: DictConfig, node: dict[str, Any], prefix: str) -> None:
