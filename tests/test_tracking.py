@@ -1,7 +1,9 @@
 """Experiment trackers (sim.tracking): read back with each library's own reader, offline.
 
 TensorBoard through its EventAccumulator, MLflow through MlflowClient, W&B through its
-offline transaction log (`run-<id>.wandb`, records of W&B's own protobuf schema). Unit
+offline transaction log (`run-<id>.wandb`: W&B ships no Python reader for it, so the
+framing is read by `sim.tracking.wandb_tracker.offline_records`, the records decoded
+with W&B's own protobuf schema). Unit
 tests drive the real trackers in-process (no Ray); the slow ones run `python -m sim`.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from sim.history import COLUMNS, HistoryWriter
 from sim.tracking import STATE_FILE, Trackers, check_logger
 from sim.tracking.base import RunInfo, Tracker
 from sim.tracking.fanout import build_trackers, open_trackers
+from sim.tracking.wandb_tracker import offline_history as wandb_history
+from sim.tracking.wandb_tracker import offline_records as wandb_records
 
 LOGGERS = ("none", "tensorboard", "mlflow", "wandb", "many")
 METRICS = [c for c in COLUMNS if c != "round"]
@@ -58,46 +61,6 @@ def tensorboard_hparams(log_dir: Path) -> dict[str, object]:
             hparams = data.session_start_info.hparams
             return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in hparams.items()}
     return {}
-
-
-def wandb_records(run_dir: Path, run_id: str):
-    """Every record of every offline segment of W&B run `run_id`, in order (W&B's protobuf schema).
-
-    A `.wandb` file is W&B's transaction log: a 7-byte header (':W&B', 0xBEE1, version),
-    then 32 KiB blocks of chunks, each with a 7-byte header (crc32, length, type: full,
-    first, middle, last), as W&B's sync reads it.
-    """
-    from wandb.proto import wandb_internal_pb2
-
-    for path in sorted(Path(run_dir, "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")):
-        data = path.read_bytes()
-        ident, magic, _version = struct.unpack("<4sHB", data[:7])
-        assert (ident, magic) == (b":W&B", 0xBEE1), path
-        pos, pending = 7, b""
-        while pos + 7 <= len(data):
-            left = 32768 - pos % 32768
-            if left < 7:
-                pos += left
-                continue
-            _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-            if length == 0 and kind == 0:  # zero padding to the end of a block
-                pos += left
-                continue
-            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-            pending = chunk if kind in (1, 2) else pending + chunk
-            if kind in (1, 4):
-                yield wandb_internal_pb2.Record.FromString(pending)
-                pending = b""
-
-
-def wandb_history(run_dir: Path, run_id: str) -> list[tuple[int, dict]]:
-    """[(step, {key: value})] of W&B run `run_id`, from its offline files."""
-    rows = []
-    for record in wandb_records(run_dir, run_id):
-        if record.WhichOneof("record_type") == "history":
-            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            rows.append((record.history.step.num, {k: v for k, v in items.items() if not k.startswith("_")}))
-    return rows
 
 
 def mlflow_client(uri: str):
@@ -146,6 +109,8 @@ def test_every_logger_option_composes_and_builds(logger):
 
 def test_wandb_is_offline_unless_told(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert compose_config(["logger=wandb"]).logger.wandb.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "")
     assert compose_config(["logger=wandb"]).logger.wandb.mode == "offline"
     monkeypatch.setenv("WANDB_MODE", "online")
     assert compose_config(["logger=wandb"]).logger.wandb.mode == "online"
@@ -291,3 +256,86 @@ def test_real_trackers_read_back_and_resume_without_duplicates(tmp_path, monkeyp
     assert len(segments) == 2  # W&B offline: one folder per process, one run id
     config = [r.config for r in wandb_records(run_dir, state["wandb"]["run_id"]) if r.HasField("config")]
     assert any(u.key == "num_clients" and u.value_json == "100" for c in config for u in c.update)
+
+
+# --- end to end: python -m sim ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sweep_logs_one_tracker_run_per_job_grouped_by_sweep(tmp_path, data_dir, monkeypatch):
+    """`-m seed=0,1 logger=many`: each job read back equals its history.csv; the jobs share a group."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # W&B's default: offline
+    result = run_cli(["-m", *TINY, f"dataset.data_dir={data_dir}", "seed=0,1", "logger=many"], cwd=tmp_path,
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = run_dirs(tmp_path)
+    assert len(jobs) == 2
+    sweep_dir = jobs[0].parent
+    group = sweep_dir.relative_to(tmp_path / "results").as_posix()  # multirun/<date>/<time>
+    states = [json.loads((job / STATE_FILE).read_text()) for job in jobs]
+    for job, state in zip(jobs, states):
+        history = pd.read_csv(job / "history.csv")
+        assert history["round"].tolist() == [0, 1, 2]
+        assert_matches_history(job, history, state)
+        assert state["wandb"]["group"] == group and state["mlflow"]["parent_run_id"] is not None
+    # TensorBoard: one run per job folder under the sweep
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == ["0/tensorboard", "1/tensorboard"]
+    assert all("curves" in multiplexer.GetAccumulator(run).Tags()["images"] for run in multiplexer.Runs())
+    # MLflow: both jobs are children of the sweep's one parent run, with params, summary and plots
+    client = mlflow_client(states[0]["mlflow"]["tracking_uri"])
+    parent = states[0]["mlflow"]["parent_run_id"]
+    assert states[1]["mlflow"]["parent_run_id"] == parent
+    children = client.search_runs([states[0]["mlflow"]["experiment_id"]],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
+    for job, state in zip(jobs, states):
+        run = client.get_run(state["mlflow"]["run_id"])
+        summary = json.loads((job / "summary.json").read_text())
+        assert run.info.status == "FINISHED" and run.data.metrics["final_central_acc"] == summary["final_central_acc"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"curves.png", "summary.json"} <= artifacts and any(a.endswith("_labels.png") for a in artifacts)
+        # W&B: the run record carries the sweep as its group; summary and results artifact logged
+        records = list(wandb_records(job, state["wandb"]["run_id"]))
+        assert [r.run.run_group for r in records if r.HasField("run")] == [group]
+        assert any(r.HasField("artifact") and r.artifact.type == "results" for r in records)
+        assert any(u.key == "final_central_acc" for r in records if r.HasField("summary") for u in r.summary.update)
+
+
+@pytest.mark.slow
+def test_failing_tracker_costs_a_warning_not_the_run(tmp_path, data_dir):
+    """MLflow pointed into a regular file (it cannot create its store): TensorBoard and the run go on."""
+    (tmp_path / "not-a-dir").write_text("a file where MLflow's store should go\n")
+    result = run_cli([*TINY, f"dataset.data_dir={data_dir}", "logger=[tensorboard,mlflow]",
+                      "logger.mlflow.tracking_uri=not-a-dir/mlruns"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mlflow tracker failed and is off for the rest of this run" in result.stdout + result.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["round"].tolist() == [0, 1, 2] and history["central_acc"].notna().all()
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    assert state["tensorboard"]["last_round"] == 2 and "run_id" not in state["mlflow"]
+    assert_matches_history(run_dir, history, {"tensorboard": state["tensorboard"]})
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_tracker_runs_without_duplicate_steps(tmp_path, data_dir, monkeypatch):
+    """Ctrl-C after round 2 of 5, then resume=: every tracker holds rounds 0..5 once, in one run."""
+    import signal
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    from test_resume import interrupt_at_round
+
+    args = [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=5", "logger=many"]
+    returncode, run_dir, _ = interrupt_at_round(tmp_path, args, signal.SIGINT, 2)
+    assert returncode == 130
+    before = json.loads((run_dir / STATE_FILE).read_text())
+    result = run_cli([f"resume={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads((run_dir / STATE_FILE).read_text())
+    assert all(after[k]["run_id"] == before[k]["run_id"] for k in ("mlflow", "wandb"))
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["round"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert_matches_history(run_dir, history, after)

@@ -3,7 +3,8 @@
 A tracker (TensorBoard, MLflow, W&B) is driven by `sim.tracking.fanout.Trackers` from one
 background thread, in this order:
 
-    start(info, state)          open or reopen the tracker's run (`state` survives a resume)
+    start(info, state)          open or reopen the tracker's run (`state` survives a resume);
+                                it may return the last round its store holds
     log_params(params, ovr)     the resolved config (flattened) and the overrides; fresh runs only
     log_round(step, metrics)    one history.csv row, step = its round; each step at most once
     log_summary(summary, files) summary.json figures; curves.png, summary.json, partition plot
@@ -48,8 +49,13 @@ class Tracker:
     requires = ""  # the Python package the tracker imports (checked before the run starts)
     extra = ""  # the pyproject extra that installs it: pip install -e '.[<extra>]'
 
-    def start(self, info: RunInfo, state: dict[str, Any]) -> None:
-        """Open the tracker's run; read and fill `state` (saved in the run dir) to reopen it on resume."""
+    def start(self, info: RunInfo, state: dict[str, Any]) -> int | None:
+        """Open the tracker's run; read and fill `state` (saved in the run dir) to reopen it on resume.
+
+        Returns the last round the tracker's own store holds when it can tell (a reopened
+        run), else None; the fan-out then logs from the round after it.
+        """
+        return None
 
     def log_params(self, params: Mapping[str, Any], overrides: tuple[str, ...]) -> None:
         """The flattened resolved config and the overrides (a fresh run only)."""

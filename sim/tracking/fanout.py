@@ -110,7 +110,9 @@ class Trackers:
         self._busy, started = name, time.perf_counter()
         try:
             if kind == "start":
-                tracker.start(payload, state)
+                held = tracker.start(payload, state)
+                if held is not None:  # a reopened run: trust its store over what was noted as sent
+                    state["last_round"] = held
                 if not state.get("params_logged"):
                     tracker.log_params(flatten(payload.config), payload.overrides)
                     state["params_logged"] = True
@@ -129,7 +131,7 @@ class Trackers:
                 tracker.finish(payload)
         except Exception as exc:  # noqa: BLE001 - any tracker fault costs a warning, never the run
             del self._trackers[name]
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = " | ".join(line.strip() for line in str(exc).strip().splitlines()[:3])[:300]
             log.warning("%s tracker failed and is off for the rest of this run (%s: %s); history.csv is "
                         "unaffected, and resume= replays the rounds it missed", name, type(exc).__name__, first)
         finally:

@@ -8,7 +8,8 @@ MLflow URI (`sqlite:///mlflow.db`, `http://host:5000`). Params: the flattened re
 config and `overrides`; metrics: every history.csv column per round (step = round) and
 summary.json's figures at the last round; artifacts: curves.png, summary.json and the
 partition plot. A multirun's jobs are child runs of one parent run per sweep (MLflow's
-nested runs), so the UI compares them side by side. A resume reopens the same run id.
+nested runs), so the UI compares them side by side. A resume reopens the same run id and
+continues after the last round its store holds.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class MLflowTracker(Tracker):
         self.run_id = self.parent_id = None
         self.step = 0
 
-    def start(self, info: RunInfo, state: dict[str, Any]) -> None:
+    def start(self, info: RunInfo, state: dict[str, Any]) -> int | None:
         uri = store_uri(self.tracking_uri)
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: file store on request only
@@ -56,7 +57,8 @@ class MLflowTracker(Tracker):
         if state.get("run_id"):  # resume: the same run
             self.run_id, self.parent_id = state["run_id"], state.get("parent_run_id")
             self.client.update_run(self.run_id, status="RUNNING")
-            return
+            steps = [m.step for m in self.client.get_metric_history(self.run_id, "elapsed_s")]  # in every row
+            return max(steps, default=-1)  # the last round the store really holds
         experiment_id = self._experiment_id()
         tags = {"sim.run_dir": str(Path(info.run_dir).resolve()), "sim.overrides": " ".join(info.overrides)}
         if info.group is not None:
@@ -65,6 +67,7 @@ class MLflowTracker(Tracker):
         run = self.client.create_run(experiment_id, run_name=self.run_name or info.label, tags=tags)
         self.run_id = run.info.run_id
         state.update(run_id=self.run_id, parent_run_id=self.parent_id, experiment_id=experiment_id, tracking_uri=uri)
+        return None
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)

@@ -8,7 +8,7 @@ last round. The resolved config and the overrides go to the HParams dashboard (o
 per run, so a sweep compares across seeds and settings there) and, as text, to the Text
 tab; curves.png and the partition plot to the Images tab. Every round is flushed, so the
 UI follows the run live. A resume writes a new event file in the same folder, from the
-first round the folder lacks.
+first round not yet logged (later steps left by a killed process are purged).
 """
 
 from __future__ import annotations
@@ -34,12 +34,16 @@ class TensorBoardTracker(Tracker):
         self.writer = None
         self.step = 0
 
-    def start(self, info: RunInfo, state: dict[str, Any]) -> None:
+    def start(self, info: RunInfo, state: dict[str, Any]) -> int | None:
         from torch.utils.tensorboard import SummaryWriter
 
         log_dir = Path(info.run_dir) / self.subdir
         state["log_dir"] = str(log_dir)
-        self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=3600)  # flushed every round instead
+        # on resume, TensorBoard hides steps after the last one recorded as logged (a write the
+        # process was killed before noting); every round is flushed, so nothing is lost before it
+        purge = state["last_round"] + 1 if "last_round" in state else None
+        self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=3600, purge_step=purge)
+        return None
 
     def log_params(self, params: Mapping[str, Any], overrides: tuple[str, ...]) -> None:
         from torch.utils.tensorboard.summary import hparams
