@@ -20,6 +20,15 @@ RULES = {  # tracker key -> rule, checked wherever the key appears under logger.
     "mode": Choice(("offline", "online", "disabled")), "project": TEXT, "entity": TEXT_OR_NULL,
     "system_metrics": BOOL,
 }
+SHIPPED = {  # the options of conf/logger/ and their keys
+    "tensorboard": ("subdir", "images"), "mlflow": ("tracking_uri", "experiment", "run_name"),
+    "wandb": ("mode", "project", "entity", "system_metrics"),
+}
+# Their dotted keys, for sim.validate's OPTIONAL (checked there when present, like every config key)
+LOGGER_RULES = {
+    **{f"logger.{name}._target_": TEXT for name in SHIPPED},
+    **{f"logger.{name}.{key}": RULES[key] for name, keys in SHIPPED.items() for key in keys},
+}
 
 
 def _tracker_class(name: str, target: Any):
