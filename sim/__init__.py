@@ -2,7 +2,8 @@
 
 Importing the package switches off everything that would contact outside hosts, before
 `flwr` or `ray` can be imported: Flower telemetry and Ray usage statistics. A user who
-wants them sets the variables before starting Python (we only fill in defaults). It also
+wants them sets the variables before starting Python (we only fill in defaults). The
+same goes for the trackers' MLflow telemetry and W&B error reporting. It also
 registers the two small OmegaConf resolvers that conf/config.yaml uses for `resume=`.
 """
 
@@ -13,6 +14,8 @@ OFFLINE_ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",  # Ray: no usage statistics to anyscale
     "RAY_DISABLE_DOCKER_CPU_WARNING": "1",  # Ray: quiet warning on containers
     "RAY_DEDUP_LOGS": "0",  # Ray: worker logs (when shown) as they are
+    "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow (logger=mlflow): no usage telemetry
+    "WANDB_ERROR_REPORTING": "false",  # W&B (logger=wandb): no error reports or telemetry
 }
 for _key, _value in OFFLINE_ENVIRONMENT.items():
     os.environ.setdefault(_key, _value)

@@ -7,6 +7,9 @@
     5. strategy   the configured Flower strategy with the harness's client sampling
     6. simulate   Flower's simulation engine runs the ServerApp and ClientApps
     7. save       summary.json and curves.png beside history.csv
+
+The trackers of `cfg.logger` (sim.tracking) follow along: config at the start, each
+history row as its round ends, the summary and plots at the end.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from sim.flower_internals import remove_message_pickup_floor
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import child_pids, interruptible
 from sim.partition_manifest import load_or_create_partition
+from sim.partition_report import report_paths
 from sim.ray_runtime import client_resources, concurrency, ray_session
 from sim.sampling import RoundPlanner, num_supernodes
 from sim.server_app import CentralEvaluator, RoundRecorder, build_server_app
+from sim.tracking import Trackers, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +99,17 @@ def _start_point(cfg: DictConfig, run_dir: Path, writer: HistoryWriter, resume: 
 
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_trackers(cfg, run_dir, resume) as trackers:  # finished (or marked failed) on the way out
+        return simulate(cfg, run_dir, resume, trackers)
+
+
+def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -> float | None:
+    """The recipe of `run`, its rows and results also going to `trackers`."""
     from flwr.simulation import run_simulation
 
     quiet_libraries(cfg.verbose)
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory: %s", run_dir)
 
     # 1. data
@@ -111,6 +122,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     # 3. model
     writer = HistoryWriter(run_dir / "history.csv")
     done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)
+    trackers.replay(run_dir / "history.csv")  # a resume: rounds the trackers missed (they skip the rest)
     central = None
     if cfg.central_eval_every > 0:
         central = CentralEvaluator(
@@ -122,7 +134,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     with RoundProgress(num_rounds, done) as progress:
         recorder = RoundRecorder(
             writer, central, int(cfg.central_eval_every), num_rounds, on_round=progress.update,
-            max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done,
+            max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done, on_row=trackers.log_round,
         )
         # 4. ray
         spared = child_pids()  # children from before Ray starts are not the run's to kill
@@ -170,6 +182,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     summary = summarize(history, time.perf_counter() - started, manifest)
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
+    plot = report_paths(partition.path)[1] if partition.path else None  # the partition's label plot
+    trackers.log_summary(summary, [run_dir / "curves.png", run_dir / "summary.json", plot])
     log.info("final central accuracy: %s", summary["final_central_acc"])
     log.info("results in: %s", run_dir)
     return summary["final_central_acc"]

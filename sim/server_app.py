@@ -66,8 +66,10 @@ class RoundRecorder:
         on_round: Callable[[int, float | None], None] = lambda r, acc: None,
         max_failed_rounds: int = 3,
         round_offset: int = 0,
+        on_row: Callable[[dict], None] = lambda row: None,
     ):
         self.writer = writer
+        self.on_row = on_row  # hears each row once it is in history.csv (the experiment trackers)
         self.central = central
         self.central_eval_every = central_eval_every
         self.num_rounds = num_rounds
@@ -119,6 +121,7 @@ class RoundRecorder:
         row.update(round_s=round(now - self._last, 4), elapsed_s=round(now - self._started, 4))
         self._last = now
         self.writer.append(row)
+        self.on_row(row)
         self._row = {}
         if self.checkpoint is not None:
             self.checkpoint(server_round, arrays)

@@ -10,6 +10,7 @@ pack's client ids, and sorts replies by pack before the strategy aggregates them
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -18,6 +19,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from sim.sampling import RoundPlanner
+
+NODE_WAIT_S = 30.0  # longest wait for Flower to register the supernodes a round needs
 
 log = logging.getLogger(__name__)
 COUNT_KEYS = ("clients", "failures")  # reply metrics that are summed, not averaged
@@ -81,6 +84,10 @@ class VirtualClients:
         if not template or not packs:
             return []
         nodes = sorted(grid.get_node_ids())
+        deadline = time.monotonic() + NODE_WAIT_S  # Flower registers the supernodes after the ServerApp
+        while len(nodes) < len(packs) and time.monotonic() < deadline:  # starts: a resumed run (no round 0)
+            time.sleep(0.01)  # can reach round 1 first
+            nodes = sorted(grid.get_node_ids())
         if len(packs) > len(nodes):
             raise RuntimeError(f"{len(packs)} packs of clients but only {len(nodes)} supernodes")
         content, kind = template[0].content, template[0].metadata.message_type

@@ -27,6 +27,7 @@ from sim.config_rules import (
 )
 from sim.errors import ConfigError
 from sim.partition import SCHEME_PARAMS
+from sim.tracking.checks import LOGGER_RULES, check_logger
 
 CIFAR10_TRAIN_SIZE = 50_000
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
@@ -64,6 +65,7 @@ OPTIONAL: dict[str, Rule] = {
     "model.in_channels": integer(1), "model.image_size": integer(1), "model.num_classes": integer(2), "strategy.packable": BOOL,
     "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
 }
+OPTIONAL.update(LOGGER_RULES)  # logger.<tracker>.<key>: the trackers' settings (sim.tracking.checks)
 # Keys a data source needs (a partition scheme's are sim.partition.SCHEME_PARAMS).
 SOURCE_KEYS = {"cifar10": ("url", "md5"), "synthetic": ("num_train", "num_test", "noise")}
 # Strategy arguments (flwr.serverapp.strategy), checked wherever they appear under `strategy`.
@@ -131,6 +133,7 @@ def validate(cfg: DictConfig) -> None:
             rule.check(key, value)
     _check_strategy(cfg, _get(cfg, "strategy"), "strategy")
     _cross_checks(cfg)
+    check_logger(cfg)  # trackers: their settings, and their packages installed
 
 
 def _check_strategy(cfg: DictConfig, node: dict[str, Any], prefix: str) -> None:

@@ -1,0 +1,134 @@
+"""`python -m sim.bench.trackers`: what an experiment tracker adds to a round, side by side.
+
+    python -m sim.bench.trackers --dataset-path /path/to/cifar10.tar.gz --rounds 8
+    python -m sim.bench.trackers --loggers tensorboard,many --repeats 3 --dataset-path ...
+    python -m sim.bench.trackers --quick --rounds 4                   # seconds, synthetic data
+
+Runs one workload (default: cross-device, 50 of 1,000 clients a round) through
+`python -m sim` with `logger=none` and with each of `--loggers`, on the same data,
+partition and seed, `--repeats` times, in an order that rotates every repeat (so drift
+of a shared machine's load does not always favour the same logger). Per logger it
+prints the median steady round (rounds >= 2, pooled over repeats), its ratio to
+`logger=none`'s, the time the trackers' background thread spent per round
+(`trackers.json`: what logging itself cost, whichever thread paid for it), and the
+largest relative difference of the history against `logger=none`'s (0: logging does not
+change the results). The target is printed, never asserted: a tracker adds under 2% to
+the round. Rows go to `<out>/trackers.csv` (default out: `results/bench/trackers-<date>-<time>/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sim.bench import workloads as wl
+from sim.bench.__main__ import prepare_data
+from sim.bench.measure import max_relative_difference, run_harness, steady_rounds
+
+log = logging.getLogger("sim.bench.trackers")
+TARGET_RATIO = 1.02  # a tracker adds under 2% to the round
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m sim.bench.trackers", description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", default="cross-device", choices=list(wl.WORKLOADS))
+    parser.add_argument("--loggers", default="tensorboard,mlflow,wandb",
+                        help="comma-separated logger options compared with logger=none (e.g. tensorboard,many)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per run; >= 3 (rounds 0 and 1 are not timed)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per logger, interleaved")
+    parser.add_argument("--dataset-path", default=os.environ.get("SIM_CIFAR10_ARCHIVE"),
+                        help="CIFAR-10 archive or directory (default: $SIM_CIFAR10_ARCHIVE)")
+    parser.add_argument("--quick", action="store_true", help="synthetic data and tiny client counts")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args(argv)
+    args.loggers = [n.strip() for n in args.loggers.split(",") if n.strip() and n.strip() != "none"]
+    if args.rounds < 3 or args.repeats < 1 or not args.loggers:
+        parser.error("needs --rounds >= 3, --repeats >= 1 and at least one logger besides none")
+    if not args.quick and not args.dataset_path:
+        parser.error("pass --dataset-path /path/to/cifar10 archive (or set SIM_CIFAR10_ARCHIVE), or use --quick")
+    if args.out is None:
+        args.out = Path("results") / "bench" / f"trackers-{datetime.now():%Y-%m-%d-%H-%M-%S}"
+    return args
+
+
+def logger_overrides(name: str, out: Path) -> list[str]:
+    """`logger=<name>`, with MLflow's store inside the bench's folder."""
+    extra = [f"logger.mlflow.tracking_uri={wl.quote(str((out / 'mlruns').resolve()))}"] if name in ("mlflow", "many") else []
+    return [f"logger={name}", *extra]
+
+
+def tracker_round_ms(run_dir: Path) -> float:
+    """Milliseconds the trackers' thread spent per logged round, all trackers together (nan: none)."""
+    path = run_dir / "trackers.json"
+    if not path.exists():
+        return math.nan
+    state = json.loads(path.read_text())
+    rounds = max((s.get("last_round", -1) + 1 for s in state.values()), default=0)
+    spent = sum(s.get("seconds", {}).get("round", 0.0) for s in state.values())
+    return 1000 * spent / rounds if rounds else math.nan
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; write trackers.csv and print the table. Exit 1 if a run failed."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    base = wl.workload_overrides(args.workload, args.rounds, args.dataset_path, args.quick, args.overrides)
+    prepare_data(wl.compose(base))
+    names = ["none", *args.loggers]
+    runs: list[dict[str, Any]] = []
+    for repeat in range(args.repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            run_dir = args.out / f"{name}-{repeat}" / "run"
+            result = run_harness([*base, *logger_overrides(name, args.out)], run_dir)
+            history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").exists() else None
+            runs.append({"logger": name, "repeat": repeat, "returncode": result.returncode, "history": history,
+                         "tracker_ms": tracker_round_ms(run_dir), "run_dir": run_dir})
+    rows = summarize(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.out / "trackers.csv", index=False)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"workload {args.workload}, {args.rounds} rounds, {args.repeats} repeat(s); median round over rounds >= 2 "
+          f"of all repeats; tracker_ms_per_round = the trackers' background thread per round")
+    for row in rows[1:]:
+        ok = row["ratio"] <= TARGET_RATIO
+        print(f"  logger={row['logger']}: round x{row['ratio']:.3f} of logger=none  target <= {TARGET_RATIO:.2f}  "
+              f"{'met' if ok else 'MISSED'} (a shared machine's noise can exceed 2%)")
+    print(f"trackers.csv: {args.out / 'trackers.csv'}")
+    return 0 if all(r["returncode"] == 0 for r in runs) else 1
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per logger: pooled median round, ratio to logger=none, tracker ms, history difference."""
+    rows = []
+    reference = next((r["history"] for r in runs if r["logger"] == "none" and r["history"] is not None), None)
+    for name in dict.fromkeys(r["logger"] for r in runs):
+        mine = [r for r in runs if r["logger"] == name and r["history"] is not None]
+        pooled = pd.concat([steady_rounds(r["history"])["round_s"] for r in mine]) if mine else pd.Series(dtype=float)
+        rows.append({
+            "logger": name,
+            "runs": len(mine),
+            "median_round_s": float(pooled.median()) if len(pooled) else math.nan,
+            "tracker_ms_per_round": float(pd.Series([r["tracker_ms"] for r in mine]).median()) if mine else math.nan,
+            "max_rel_diff": max((max_relative_difference(r["history"], reference) for r in mine), default=math.nan)
+            if reference is not None else math.nan,
+        })
+    for row in rows:
+        row["ratio"] = row["median_round_s"] / rows[0]["median_round_s"] if rows[0]["median_round_s"] else math.nan
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
