@@ -71,24 +71,29 @@ def plan(cfg: Any, name: str, data_dir: Path) -> tuple[dict[str, Any], Callable[
 
 
 def _go_offline_unless_reachable() -> None:
-    """Switch `datasets` to offline mode when the hub cannot be reached (one 3 s probe).
+    """Put `datasets` in offline mode when asked (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) or
+    when the hub cannot be reached (one 3 s probe).
 
     Offline, the hub client retries for most of a minute before it gives up; offline mode
     answers at once from `datasets`' own cache, or fails at once without a copy. The
-    probe is skipped when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set already.
+    libraries read the variables when imported, so copies already imported are set too.
     """
-    if any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_ENV):
-        return
-    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
-    try:
-        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
-    except OSError:
-        logger.debug("the Hugging Face hub (%s) is unreachable: offline mode", host)
-        for key in OFFLINE_ENV:
-            os.environ[key] = "1"  # read when huggingface_hub and datasets are imported
-        for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
-            if module in sys.modules:  # already imported: flip their copies too
-                setattr(sys.modules[module], attr, True)
+    offline = any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in OFFLINE_ENV)
+    if not offline:
+        host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+        try:
+            socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+            return
+        except OSError:
+            logger.debug("the Hugging Face hub (%s) is unreachable: offline mode", host)
+    for key in OFFLINE_ENV:
+        os.environ[key] = "1"
+    for module, attr in (
+        ("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE"),
+        ("datasets.config", "HF_DATASETS_OFFLINE"),
+    ):
+        if module in sys.modules:
+            setattr(sys.modules[module], attr, True)
 
 
 def _load_hub(repo: str, cache_dir: Path) -> Any:
