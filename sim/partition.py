@@ -112,7 +112,7 @@ def partition_labels(
     if scheme == "natural":
         from sim.partition_natural import natural_partition
 
-        return natural_partition(ids, perm, num_clients, str(params["by"]))
+        return natural_partition(ids, perm, num_clients, str(params["by"]))  # the CSR path: sim.partition_natural
 
     settings = ", ".join(
         [f"num_clients={num_clients}"] + [f"partition.{k}={v}" for k, v in params.items()]

@@ -188,9 +188,16 @@ def load_or_create_partition(
             write_report(partition, labels, num_classes, path)
         return partition
 
-    parts = partition_labels(labels, scheme, num_clients, seed, ids=ids, **params)
-    train, val = split_validation(parts, val_fraction, seed)
-    partition = Partition(*_to_csr(train), *_to_csr(val), path=path)
+    if scheme == "natural":  # a million one-example clients: stay in CSR layout throughout
+        from sim.partition_natural import natural_csr, split_validation_csr
+
+        perm = np.random.default_rng(seed).permutation(len(labels))  # as sim.partition does
+        csr = natural_csr(ids, perm, num_clients, str(params["by"]))
+        partition = Partition(*split_validation_csr(*csr, val_fraction, seed), path=path)
+    else:
+        parts = partition_labels(labels, scheme, num_clients, seed, ids=ids, **params)
+        train, val = split_validation(parts, val_fraction, seed)
+        partition = Partition(*_to_csr(train), *_to_csr(val), path=path)
     _save_manifest(partition, path, meta)
     write_report(partition, labels, num_classes, path)
     log.info("Wrote partition manifest %s (%d clients) with its CSV and plot", path, num_clients)
