@@ -268,6 +268,48 @@ def test_size_and_inner_dirichlet_partitions_equal_flwr_datasets(scheme):
     assert sum(sizes) == 300 and (scheme == "inner_dirichlet" or sizes == sorted(sizes))
 
 
+def test_natural_manifest_is_csr_with_a_floor_validation_split(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sim.partition_manifest import load_or_create_partition
+    from sim.partition_natural import natural_partition
+
+    ids = np.random.default_rng(4).integers(0, 30, 500)
+    labels = np.random.default_rng(5).integers(0, 3, 500)
+    cfg = OmegaConf.create({"scheme": "natural", "by": "writer", "val_fraction": 0.25, "dir": str(tmp_path)})
+    part = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=ids)
+    expected = natural_partition(ids, np.random.default_rng(1).permutation(500), 30, "writer")
+    for c in range(30):
+        train, val = part.train(c), part.val(c)
+        assert len(val) == int(len(expected[c]) * 0.25 + 1e-9) and not set(train) & set(val)
+        assert sorted([*train, *val]) == sorted(expected[c])
+        assert np.all(ids[train] == ids[expected[c][0]])
+    assert part.path.name == "gen_natural_bywriter_n30_val0.25_seed1.npz"
+    again = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=ids)
+    np.testing.assert_array_equal(again.val_indices, part.val_indices)
+    other = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=np.roll(ids, 1))  # other ids: rebuilt
+    assert not np.array_equal(other.train_indices, part.train_indices)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["dataset=folder"], "dataset.path"),
+    (["dataset=hf"], "dataset.repo"),
+    (["dataset=hf", "dataset.path=/no/such/copy"], "dataset.path"),
+    (["partition=natural"], "partition.by"),
+    (["dataset=folder", "dataset.path=.", "dataset.channels=2"], "dataset.channels"),
+    (["dataset=folder", "dataset.path=.", "dataset.mean=[0.5,0.5]", "dataset.channels=1"], "dataset.mean"),
+    (["partition=size", "partition.scheme=cubic"], "partition.scheme"),
+    (["model=custom"], "model._target_"),
+])
+def test_bad_byo_settings_are_one_line_before_any_work(overrides, key):
+    from sim.errors import ConfigError
+    from sim.validate import validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(overrides))
+    assert str(info.value).startswith(key) and "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------- end to end (slow)
 
 
