@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from hydra.utils import get_class
-
 from sim.client_data import ClientData, DataHandle
+from sim.models import build_model as instantiate_model, spec_from_json
 from sim.training import Normalizer, TrainSettings, evaluate, gather, task_seed, train_local
 
 
@@ -61,13 +60,8 @@ def task_device(config: ConfigRecord) -> torch.device:
 
 
 def build_model(config: ConfigRecord, device: torch.device) -> torch.nn.Module:
-    """Instantiate the model named in the message config (`model-target` and shape keys)."""
-    model_cls = get_class(str(config["model-target"]))
-    model = model_cls(
-        in_channels=int(config["in-channels"]),
-        image_size=int(config["image-size"]),
-        num_classes=int(config["num-classes"]),
-    )
+    """Instantiate the resolved model config the message carries (`model`, JSON; see `sim.models`)."""
+    model = instantiate_model(spec_from_json(str(config["model"])))
     if bool(config.get("channels-last", False)):
         model = model.to(memory_format=torch.channels_last)
     return model.to(device)

@@ -78,13 +78,17 @@ class Nums:
     """A non-empty list of numbers, each fitting `each`."""
 
     each: Num
+    null: bool = False
 
     def allowed(self) -> str:
         """What the rule accepts, e.g. `must be a list of numbers, each > 0`."""
-        return f"must be a list of numbers, each {self.each.allowed().removeprefix('must be a number ')}"
+        each = self.each.allowed().removeprefix("must be a number ").removeprefix("must be an integer ")
+        return f"must be a list of numbers, each {each}" + (", or null" if self.null else "")
 
     def check(self, key: str, value: Any) -> None:
-        """Raise ConfigError unless `value` is a list whose entries fit `each`."""
+        """Raise ConfigError unless `value` is a list whose entries fit `each` (or None when `null`)."""
+        if value is None and self.null:
+            return
         if not isinstance(value, list) or not value:
             raise error(key, value, "is not a list of numbers", self.allowed())
         try:

@@ -39,6 +39,9 @@ SCHEME_PARAMS: dict[str, tuple[str, ...]] = {
     "dirichlet": ("alpha", "min_partition_size", "self_balancing"),
     "shard": ("shards_per_client", "shard_size"),
     "pathological": ("classes_per_client", "class_assignment_mode"),
+    "natural": ("by",),  # one client per distinct value of an id column (sim.partition_natural)
+    "linear": (), "square": (), "exponential": (),  # client i gets a share ~ i, i^2, e^i (flwr-datasets)
+    "inner_dirichlet": ("alpha", "sizes"),  # fixed sizes, Dirichlet(alpha) classes inside each
 }
 
 
@@ -58,8 +61,19 @@ def _make_partitioner(
     scheme: str, num_clients: int, seed: int, params: dict[str, Any]
 ) -> Partitioner:
     """Build the flwr-datasets partitioner of a non-IID scheme from the yaml parameters."""
-    from flwr_datasets.partitioner import DirichletPartitioner, PathologicalPartitioner, ShardPartitioner
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner, ExponentialPartitioner, InnerDirichletPartitioner, LinearPartitioner,
+        PathologicalPartitioner, ShardPartitioner, SquarePartitioner,
+    )
 
+    sized = {"linear": LinearPartitioner, "square": SquarePartitioner, "exponential": ExponentialPartitioner}
+    if scheme in sized:
+        return sized[scheme](num_partitions=num_clients)
+    if scheme == "inner_dirichlet":
+        return InnerDirichletPartitioner(
+            partition_sizes=params["sizes"], partition_by="label", alpha=float(params["alpha"]),
+            shuffle=True, seed=seed,
+        )
     if scheme == "dirichlet":
         return DirichletPartitioner(
             num_partitions=num_clients, partition_by="label", alpha=float(params["alpha"]),
@@ -80,12 +94,13 @@ def _make_partitioner(
 
 
 def partition_labels(
-    labels: np.ndarray, scheme: str, num_clients: int, seed: int, **params: Any
+    labels: np.ndarray, scheme: str, num_clients: int, seed: int, ids: np.ndarray | None = None, **params: Any
 ) -> list[np.ndarray]:
     """Split example indices `0..len(labels)-1` across `num_clients` clients.
 
     `scheme` is one of `iid`, `dirichlet`, `shard`, `pathological`; `params` are that
-    scheme's keys of `conf/partition/<scheme>.yaml` (see `SCHEME_PARAMS`). Returns one
+    scheme's keys of `conf/partition/<scheme>.yaml` (see `SCHEME_PARAMS`); `natural` also
+    takes `ids`, the id column `partition.by` names (`sim.partition_natural`). Returns one
     int64 index array per client in the partitioner's order. Raises a one-line
     `ValueError` naming the config keys when flwr-datasets rejects the parameters.
     """
@@ -103,6 +118,10 @@ def partition_labels(
     perm = np.random.default_rng(seed).permutation(len(labels))
     if scheme == "iid":
         return _iid(perm, num_clients)
+    if scheme == "natural":
+        from sim.partition_natural import natural_partition
+
+        return natural_partition(ids, perm, num_clients, str(params["by"]))  # the CSR path: sim.partition_natural
 
     settings = ", ".join(
         [f"num_clients={num_clients}"] + [f"partition.{k}={v}" for k, v in params.items()]
@@ -112,6 +131,8 @@ def partition_labels(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            if scheme == "inner_dirichlet" and params["sizes"] is None:  # null: equal shares
+                params = {**params, "sizes": equal_sizes(len(labels), num_clients)}
             partitioner = _make_partitioner(scheme, num_clients, seed, params)
             partitioner.dataset = Dataset.from_dict({"label": labels[perm], "idx": perm})
             _ = partitioner.num_partitions  # computes the whole partition_id -> indices map
@@ -144,6 +165,12 @@ def _dirichlet_gave_up(num_clients: int, num_examples: int, params: dict[str, An
         f"with fewer than {minimum} examples: lower partition.min_partition_size (0 accepts any draw), "
         f"raise partition.alpha, or lower num_clients"
     )
+
+
+def equal_sizes(n: int, num_clients: int) -> list[int]:
+    """`num_clients` sizes summing to `n`, the first `n % num_clients` one larger (as `_iid`)."""
+    div, mod = divmod(n, num_clients)
+    return [div + 1] * mod + [div] * (num_clients - mod)
 
 
 def split_validation(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from sim.partition import SCHEME_PARAMS, partition_labels, split_validation
 from sim.partition_report import atomic_write, report_paths, write_report
@@ -96,6 +96,12 @@ def manifest_stem(dataset: str, scheme: str, params: dict[str, Any], num_clients
         fields += [f"spc{params['shards_per_client']}", f"size{'auto' if size is None else size}"]
     elif scheme == "pathological":
         fields += [f"k{params['classes_per_client']}", str(params["class_assignment_mode"])]
+    elif scheme == "natural":
+        fields += [f"by{params['by']}"]
+    elif scheme == "inner_dirichlet":
+        sizes = params["sizes"]
+        shown = "equal" if sizes is None else hashlib.sha256(json.dumps(sizes).encode()).hexdigest()[:8]
+        fields += [f"alpha{_fmt(params['alpha'])}", f"sizes{shown}"]
     fields += [f"n{num_clients}", f"val{_fmt(val_fraction)}", f"seed{seed}"]
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in "_".join(fields))
 
@@ -109,7 +115,11 @@ def _scheme_params(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     if missing:
         raise ValueError(f"partition.{missing[0]} is required by partition.scheme={scheme}")
     params = {k: cfg[k] for k in SCHEME_PARAMS[scheme]}
+    if isinstance(params.get("sizes"), ListConfig):  # inner_dirichlet: a list of client sizes
+        params["sizes"] = [int(v) for v in params["sizes"]]
     for key, value in params.items():
+        if key == "sizes" and isinstance(value, list):
+            continue
         if not isinstance(value, (int, float, str, type(None))):
             raise ValueError(f"partition.{key}={value} must be a number, bool, string or null")
     return scheme, params
@@ -142,13 +152,14 @@ def _save_manifest(partition: Partition, path: Path, meta: dict[str, Any]) -> No
 
 def load_or_create_partition(
     labels: np.ndarray, cfg: DictConfig, dataset_name: str, num_classes: int,
-    num_clients: int, seed: int,
+    num_clients: int, seed: int, ids: np.ndarray | None = None,
 ) -> Partition:
     """Return the partition of `labels` described by the `partition` config node `cfg`.
 
     Reuses `<cfg.dir>/<manifest_stem>.npz` when its metadata matches (same dataset,
     scheme, parameters, N, seed, val_fraction, labels hash, format and flwr-datasets
-    version); otherwise partitions, splits validation and writes the manifest, the
+    version, and the id column's hash for `natural`, whose `ids` are the column
+    `partition.by` names); otherwise partitions, splits validation and writes the manifest, the
     label-count CSV and the plot, each atomically.
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -156,12 +167,14 @@ def load_or_create_partition(
         raise ValueError(f"labels must lie in 0..{num_classes - 1} (dataset.num_classes)")
     scheme, params = _scheme_params(cfg)
     val_fraction = float(cfg.val_fraction)
+    ids = None if ids is None or scheme != "natural" else np.asarray(ids, dtype=np.int64)
     meta = json.loads(json.dumps({
         "format": MANIFEST_FORMAT, "flwr_datasets": version("flwr-datasets"),
         "dataset": dataset_name, "scheme": scheme, "params": params,
         "num_clients": num_clients, "seed": seed, "val_fraction": val_fraction,
         "num_labels": int(labels.size), "num_classes": num_classes,
         "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
+        **({} if ids is None else {"ids_sha256": hashlib.sha256(ids.tobytes()).hexdigest()}),
     }))
     out_dir = Path(cfg.get("dir") or "partitions")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,9 +188,16 @@ def load_or_create_partition(
             write_report(partition, labels, num_classes, path)
         return partition
 
-    parts = partition_labels(labels, scheme, num_clients, seed, **params)
-    train, val = split_validation(parts, val_fraction, seed)
-    partition = Partition(*_to_csr(train), *_to_csr(val), path=path)
+    if scheme == "natural":  # a million one-example clients: stay in CSR layout throughout
+        from sim.partition_natural import natural_csr, split_validation_csr
+
+        perm = np.random.default_rng(seed).permutation(len(labels))  # as sim.partition does
+        csr = natural_csr(ids, perm, num_clients, str(params["by"]))
+        partition = Partition(*split_validation_csr(*csr, val_fraction, seed), path=path)
+    else:
+        parts = partition_labels(labels, scheme, num_clients, seed, ids=ids, **params)
+        train, val = split_validation(parts, val_fraction, seed)
+        partition = Partition(*_to_csr(train), *_to_csr(val), path=path)
     _save_manifest(partition, path, meta)
     write_report(partition, labels, num_classes, path)
     log.info("Wrote partition manifest %s (%d clients) with its CSV and plot", path, num_clients)

@@ -14,6 +14,7 @@ history row as its round ends, the summary and plots at the end.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sim.checkpoint import load_checkpoint, restore_rng, restore_strategy_state, save_checkpoint
 from sim.client_app import build_client_app
@@ -34,8 +35,9 @@ from sim.data import load_dataset
 from sim.flower_internals import remove_message_pickup_floor
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import child_pids, interruptible
-from sim.partition_manifest import load_or_create_partition
 from sim.partition_report import report_paths
+from sim.models import build_model, model_spec
+from sim.data_spec import make_partition, with_data
 from sim.ray_runtime import client_resources, concurrency, ray_session
 from sim.sampling import RoundPlanner, num_supernodes
 from sim.server_app import CentralEvaluator, RoundRecorder, build_server_app
@@ -57,10 +59,7 @@ def client_config(cfg: DictConfig) -> ConfigRecord:
             "eval-batch-size": int(cfg.client.eval_batch_size),
             "mean": [float(v) for v in cfg.dataset.mean],
             "std": [float(v) for v in cfg.dataset.std],
-            "model-target": str(cfg.model._target_),
-            "in-channels": int(cfg.model.in_channels),
-            "image-size": int(cfg.model.image_size),
-            "num-classes": int(cfg.model.num_classes),
+            "model": json.dumps(model_spec(cfg)),  # the resolved model node; clients instantiate it
             "client-cpus": float(cfg.resources.client_cpus),
             "use-gpu": float(cfg.resources.client_gpus) > 0,
             "failure-rate": float(cfg.client.failure_rate),
@@ -76,7 +75,7 @@ def initial_model(cfg: DictConfig) -> torch.nn.Module:
     """The global model before round 1, its weights drawn from `seed`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
-        return instantiate(cfg.model)
+        return build_model(model_spec(cfg))
 
 
 def _start_point(cfg: DictConfig, run_dir: Path, writer: HistoryWriter, resume: bool):
@@ -114,11 +113,9 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
 
     # 1. data
     data = load_dataset(cfg.dataset, int(cfg.seed))
+    cfg = with_data(cfg, data)  # a new config: shape, classes, mean/std and name as the data has them
     # 2. partition
-    partition = load_or_create_partition(
-        data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes),
-        int(cfg.num_clients), int(cfg.seed),
-    )
+    partition = make_partition(cfg, data)
     # 3. model
     writer = HistoryWriter(run_dir / "history.csv")
     done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)
@@ -126,7 +123,7 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
     central = None
     if cfg.central_eval_every > 0:
         central = CentralEvaluator(
-            lambda: instantiate(cfg.model), data.test_images, data.test_labels,
+            lambda: build_model(model_spec(cfg)), data.test_images, data.test_labels,
             list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
             device=str(cfg.resources.server_device),
         )
@@ -180,6 +177,7 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
     history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None
     summary = summarize(history, time.perf_counter() - started, manifest)
+    summary["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)  # as read from the data
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
     plot = report_paths(partition.path)[1] if partition.path else None  # the partition's label plot

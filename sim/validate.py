@@ -40,10 +40,12 @@ REQUIRED: dict[str, Rule] = {
     "num_rounds": integer(1), "central_eval_every": integer(0), "verbose": BOOL, "round_timeout": POSITIVE,
     "client.epochs": integer(1), "client.batch_size": integer(1), "client.lr": POSITIVE,
     "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": integer(1),
-    "dataset.name": TEXT, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT, "dataset.num_classes": integer(2),
-    "dataset.channels": Choice((1, 3)), "dataset.image_size": integer(MIN_IMAGE_SIZE),  # the CNN needs >= 16 pixels
-    "dataset.mean": Nums(FRACTION), "dataset.std": Nums(POSITIVE),
-    "partition.scheme": Choice(("iid", "dirichlet", "shard", "pathological")), "partition.val_fraction": BELOW_ONE,
+    # null shape keys, stats and name are read from the data (image folders, Hugging Face sets: sim.data_spec)
+    "dataset.name": TEXT_OR_NULL, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT,
+    "dataset.num_classes": integer(2, null=True), "dataset.channels": Choice((1, 3, None)),
+    "dataset.image_size": integer(MIN_IMAGE_SIZE, null=True),  # the CNN needs >= 16 pixels
+    "dataset.mean": Nums(FRACTION, null=True), "dataset.std": Nums(POSITIVE, null=True),
+    "partition.scheme": Choice(tuple(SCHEME_PARAMS)), "partition.val_fraction": BELOW_ONE,
     "model._target_": TEXT, "strategy._target_": TEXT,
     "resources.client_cpus": POSITIVE, "resources.client_gpus": FRACTION,
     "resources.ray_cpus": integer(1, null=True), "resources.ray_gpus": integer(0, null=True),
@@ -58,11 +60,18 @@ OPTIONAL: dict[str, Rule] = {
     "client.failure_rate": FRACTION, "client.straggler_rate": FRACTION, "client.straggler_delay_s": NON_NEGATIVE,
     "dataset.url": TEXT, "dataset.md5": Choice(pattern=r"[0-9a-fA-F]{32}", text="32 hex digits"),
     "dataset.num_train": integer(1), "dataset.num_test": integer(1), "dataset.noise": FRACTION,
+    "dataset.source": Choice(("folder", "hf")), "dataset.resize": BOOL, "dataset.repo": TEXT_OR_NULL,
+    "dataset.image_column": TEXT, "dataset.label_column": TEXT, "dataset.train_split": TEXT,
+    "dataset.test_split": TEXT_OR_NULL, "dataset.test_fraction": Num(0, 1, lo_open=True, hi_open=True),
+    "partition.by": TEXT, "partition.sizes": Nums(integer(0), null=True),
     "partition.dir": TEXT, "partition.alpha": POSITIVE, "partition.min_partition_size": integer(0),
     "partition.self_balancing": BOOL, "partition.shards_per_client": integer(1), "partition.shard_size": integer(1, null=True),
     "partition.classes_per_client": integer(1),
     "partition.class_assignment_mode": Choice(("first-deterministic", "deterministic", "random")),
-    "model.in_channels": integer(1), "model.image_size": integer(1), "model.num_classes": integer(2), "strategy.packable": BOOL,
+    "model.in_channels": integer(1, null=True), "model.image_size": integer(1, null=True),
+    "model.num_classes": integer(2, null=True),  # null until the data is loaded (dataset=folder, hf)
+    "model.norm_groups": integer(1), "model.stem": Choice(("cifar", "imagenet")), "model.hidden": integer(1),
+    "strategy.packable": BOOL,
     "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
 }
 OPTIONAL.update(LOGGER_RULES)  # logger.<tracker>.<key>: the trackers' settings (sim.tracking.checks)
@@ -117,7 +126,7 @@ def ray_cpu_count() -> float:
 
 def train_set_size(cfg: DictConfig) -> int | None:
     """Train images, known without loading for cifar10 and synthetic data; None for an image folder."""
-    if _get(cfg, "dataset.path") is not None:
+    if _get(cfg, "dataset.path") is not None or _get(cfg, "dataset.source", None) is not None:
         return None
     return {"cifar10": CIFAR10_TRAIN_SIZE, "synthetic": _get(cfg, "dataset.num_train", None)}.get(
         _get(cfg, "dataset.name"))
@@ -162,7 +171,17 @@ def _cross_checks(cfg: DictConfig) -> None:
 
     ds = cfg.dataset
     name, path, channels = _get(cfg, "dataset.name"), _get(cfg, "dataset.path"), _get(cfg, "dataset.channels")
-    if path is not None:
+    reader = _get(cfg, "dataset.source", None)
+    if reader == "hf":
+        if path is None and _get(cfg, "dataset.repo", None) is None:
+            raise error("dataset.repo", None, "and dataset.path=null leave dataset=hf without a source",
+                         "set dataset.repo=OWNER/NAME (hub, online) or dataset.path=DIR (a local copy)")
+        if path is not None and not Path(path).expanduser().exists():
+            raise error("dataset.path", path, "does not exist", "pass a save_to_disk folder or .parquet file(s)")
+    elif reader == "folder" and path is None:
+        raise error("dataset.path", path, "is required by dataset=folder",
+                     "set dataset.path to an image-folder directory or a .tar/.tar.gz/.zip archive")
+    elif path is not None:
         where = Path(path).expanduser()
         allowed = "pass an image-folder directory or a .tar/.tar.gz/.zip archive"
         if not where.exists():
@@ -177,7 +196,7 @@ def _cross_checks(cfg: DictConfig) -> None:
         if name == "synthetic" and ds.num_classes > 255:
             raise error("dataset.num_classes", ds.num_classes, "is not allowed", "must be 2..255 for synthetic data")
     for key in ("mean", "std"):
-        if len(ds[key]) != channels:
+        if ds[key] is not None and channels is not None and len(ds[key]) != channels:
             raise error(f"dataset.{key}", _get(cfg, f"dataset.{key}"), f"has {len(ds[key])} entries",
                          f"must have one per channel (dataset.channels={channels})")
     for key, source in (("in_channels", "channels"), ("image_size", "image_size"), ("num_classes", "num_classes")):
@@ -187,7 +206,10 @@ def _cross_checks(cfg: DictConfig) -> None:
 
     part = cfg.partition
     _require(cfg, "partition", SCHEME_PARAMS[part.scheme], f"partition.scheme={part.scheme}")
-    if part.scheme == "pathological" and part.classes_per_client > ds.num_classes:
+    if part.scheme == "natural" and part.by != "label" and reader != "hf":
+        raise error("partition.by", part.by, f"is not a column of {name or 'this data set'}",
+                     "id columns come with Hugging Face data sets (dataset=hf); here use partition.by=label")
+    if part.scheme == "pathological" and ds.num_classes is not None and part.classes_per_client > ds.num_classes:
         raise error("partition.classes_per_client", part.classes_per_client, "is not allowed",
                      f"must be 1..dataset.num_classes={ds.num_classes}")
     size = train_set_size(cfg)

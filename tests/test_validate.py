@@ -37,6 +37,13 @@ def make_cfg(*overrides: str) -> DictConfig:
     return compose("config", overrides=list(overrides))
 
 
+# Options that need one value from the user (their source, their class) to be complete.
+COMPLETE = {
+    "dataset=folder": ["dataset.path=."], "dataset=hf": ["dataset.repo=owner/name"],
+    "model=custom": ["model._target_=sim.model.Net"], "partition=natural": ["partition.by=label"],
+}
+
+
 def error_of(*overrides: str) -> str:
     """The ConfigError message that validating the composed config raises."""
     with pytest.raises(ConfigError) as info:
@@ -174,7 +181,7 @@ def test_default_and_every_option_validate_and_every_key_has_a_rule(
 ) -> None:
     """Every shipped option passes (GPU options on a GPU machine), and no config key goes unchecked."""
     monkeypatch.setattr(validate_module, "_gpu_visible", lambda: option in GPU_OPTIONS)
-    cfg = make_cfg(*([option] if option else []))
+    cfg = make_cfg(*([option, *COMPLETE.get(option, [])] if option else []))
     validate(cfg)
     unchecked = [  # a key added to conf/ without a rule in sim/validate.py lands here
         key for key in _leaf_keys(OmegaConf.to_container(cfg, resolve=False))
@@ -187,7 +194,8 @@ def test_default_and_every_option_validate_and_every_key_has_a_rule(
 @pytest.mark.parametrize("option", [o for o in OPTIONS if o.startswith(("dataset=", "strategy="))])
 def test_every_option_validates_with_every_partition_scheme(option: str) -> None:
     for scheme in sorted(p.stem for p in (CONF_DIR / "partition").glob("*.yaml")):
-        validate(make_cfg(option, f"partition={scheme}"))
+        scheme = f"partition={scheme}"
+        validate(make_cfg(option, *COMPLETE.get(option, []), scheme, *COMPLETE.get(scheme, [])))
 
 
 def test_gpu_resources_need_a_gpu_or_declared_ray_gpus(monkeypatch: pytest.MonkeyPatch) -> None:

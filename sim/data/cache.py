@@ -19,16 +19,18 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from sim.data import DataError, Dataset
+from sim.data.stats import channel_stats
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when the decoded arrays change for the same source
+FORMAT_VERSION = 2  # 2: meta.json holds per-channel mean/std and extra columns; bump when the decoded arrays change for the same source
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 STALE_TMP_S = 3600  # temporary dirs older than this are leftovers of killed runs
 
@@ -68,6 +70,8 @@ def load_or_build(cache_root: Path, key: str, build: Callable[[], Dataset]) -> D
         return cached
     started = time.perf_counter()
     dataset = build()
+    mean, std = channel_stats(dataset.train_images)
+    dataset = replace(dataset, mean=mean, std=std)
     seconds = time.perf_counter() - started
     try:
         cache_root.mkdir(parents=True, exist_ok=True)
@@ -110,7 +114,16 @@ def _read(directory: Path, key: str) -> Dataset | None:
                 found = f"{array.dtype}{list(array.shape)}"
                 raise ValueError(f"{name}.npy is {found}, meta.json says {spec}")
             arrays[name] = array
-        return Dataset(**arrays, classes=tuple(meta["classes"]), name=meta["name"])
+        columns = {}
+        for name in meta["columns"]:
+            column = np.load(directory / f"train_col_{name}.npy", mmap_mode="r", allow_pickle=False)
+            if column.shape != arrays["train_labels"].shape:
+                raise ValueError(f"column {name} has shape {column.shape}, the labels {arrays['train_labels'].shape}")
+            columns[name] = column
+        return Dataset(
+            **arrays, classes=tuple(meta["classes"]), name=meta["name"],
+            mean=tuple(meta["mean"]), std=tuple(meta["std"]), columns=columns,
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("ignoring damaged cache %s (%s); rebuilding", directory, exc)
         return None
@@ -123,6 +136,7 @@ def _write(directory: Path, key: str, dataset: Dataset) -> None:
         "train_labels": np.ascontiguousarray(dataset.train_labels, dtype=np.int64),
         "test_images": np.ascontiguousarray(dataset.test_images, dtype=np.uint8),
         "test_labels": np.ascontiguousarray(dataset.test_labels, dtype=np.int64),
+        **{f"train_col_{n}": np.ascontiguousarray(c, dtype=np.int64) for n, c in dataset.columns.items()},
     }
     for name, array in arrays.items():
         with open(directory / f"{name}.npy", "wb") as fh:
@@ -134,7 +148,10 @@ def _write(directory: Path, key: str, dataset: Dataset) -> None:
         "format": FORMAT_VERSION,
         "name": dataset.name,
         "classes": list(dataset.classes),
-        "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in arrays.items()},
+        "mean": list(dataset.mean or ()),
+        "std": list(dataset.std or ()),
+        "columns": sorted(dataset.columns),
+        "arrays": {n: {"shape": list(a.shape), "dtype": str(a.dtype)} for n, a in arrays.items() if n in ARRAYS},
     }
     with open(directory / "meta.json", "w") as fh:
         json.dump(meta, fh, indent=1)

@@ -28,12 +28,20 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MODES = {1: "L", 3: "RGB"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # Pillow modes of single-channel images
 EXPECTED = "expected train/<class>/* and test/<class>/*"
 
 
-def read_image_folder(path: Path, name: str, channels: int, image_size: int) -> Dataset:
-    """Decode the image folder or archive at `path` into uint8 (N, size, size, channels) arrays."""
-    if channels not in MODES:
+def read_image_folder(
+    path: Path, name: str, channels: int | None, image_size: int | None, resize: bool = False
+) -> Dataset:
+    """Decode the image folder or archive at `path` into uint8 (N, size, size, channels) arrays.
+
+    `channels` None infers them (1 when every image is grayscale, else 3); `image_size` None
+    takes the images' own (common, square) size; a given size resizes other sizes when
+    `resize`, else they are an error.
+    """
+    if channels not in (None, *MODES):
         raise DataError(f"dataset.channels={channels} must be 1 or 3 for image folders")
     if not path.exists():
         raise DataError(f"dataset.path={path} does not exist")
@@ -53,33 +61,65 @@ def read_image_folder(path: Path, name: str, channels: int, image_size: int) -> 
             f"({', '.join(classes['train'])} vs {', '.join(classes['test'])})"
         )
     index = {c: i for i, c in enumerate(classes["train"])}
-    arrays = {}
-    for split in SPLITS:
-        keys = sorted(k for k in entries if k[0] == split)
-        images = np.empty((len(keys), image_size, image_size, channels), dtype=np.uint8)
-        for i, key in enumerate(keys):
-            where = f"{path}:{'/'.join(key)}"
-            images[i] = _decode(entries[key], where, MODES[channels], image_size)
-        labels = np.array([index[c] for _, c, _ in keys], dtype=np.int64)
-        arrays[split] = (images, labels)
+    keys = {split: sorted(k for k in entries if k[0] == split) for split in SPLITS}
+    items = [(f"{path}:{'/'.join(k)}", entries[k]) for split in SPLITS for k in keys[split]]
+    images = decode_images(items, channels, image_size, resize)
+    n_train = len(keys["train"])
+    labels = {split: np.array([index[c] for _, c, _ in keys[split]], dtype=np.int64) for split in SPLITS}
     return Dataset(
-        train_images=arrays["train"][0],
-        train_labels=arrays["train"][1],
-        test_images=arrays["test"][0],
-        test_labels=arrays["test"][1],
+        train_images=images[:n_train],
+        train_labels=labels["train"],
+        test_images=images[n_train:],
+        test_labels=labels["test"],
         classes=tuple(classes["train"]),
         name=name,
     )
 
 
-def _decode(data: bytes, where: str, mode: str, size: int) -> np.ndarray:
-    """One image as a (size, size, channels) uint8 array."""
+def decode_images(
+    items: list[tuple[str, bytes]], channels: int | None, image_size: int | None, resize: bool = False
+) -> np.ndarray:
+    """Decode encoded images (`where`, bytes) into one uint8 (N, size, size, channels) array.
+
+    A first pass reads only the headers to infer channels and size (see `read_image_folder`);
+    every error names the image (`where`) and the key to set.
+    """
+    headers = []
+    for where, data in items:
+        try:
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        except Exception as exc:  # Pillow raises many types on damaged files
+            raise DataError(f"cannot read image {where} ({exc})") from exc
+        headers.append(image)
+    if channels is None:
+        channels = 1 if all(image.mode in GRAY_MODES for image in headers) else 3
+    if image_size is None:
+        sizes = {}
+        for (where, _), image in zip(items, headers):
+            sizes.setdefault(image.size, where)
+        (width, height), where = next(iter(sizes.items()))
+        if len(sizes) > 1 or width != height:
+            shown = ", ".join(f"{w}x{h} ({at})" for (w, h), at in list(sizes.items())[:2])
+            raise DataError(
+                f"images are not all of one square size: {shown}; "
+                "set dataset.image_size=N to resize every image to NxN"
+            )
+        image_size = width
+    out = np.empty((len(items), image_size, image_size, channels), dtype=np.uint8)
+    for i, ((where, _), image) in enumerate(zip(items, headers)):
+        out[i] = _decode(image, where, MODES[channels], image_size, resize)
+    return out
+
+
+def _decode(image: Image.Image, where: str, mode: str, size: int, resize: bool) -> np.ndarray:
+    """One opened image as a (size, size, channels) uint8 array."""
     try:
-        image = Image.open(io.BytesIO(data))  # in-memory: nothing to close
         if image.size != (size, size):
-            width, height = image.size
-            expected = f"expected {size}x{size} (dataset.image_size)"
-            raise DataError(f"{where} is {width}x{height}, {expected}")
+            if not resize:
+                width, height = image.size
+                expected = f"expected {size}x{size} (dataset.image_size)"
+                raise DataError(f"{where} is {width}x{height}, {expected}")
+            image = image.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
         array = np.asarray(image if image.mode == mode else image.convert(mode))
     except DataError:
         raise

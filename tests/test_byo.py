@@ -1,0 +1,350 @@
+"""Bring your own model and data: the model zoo, any nn.Module, image folders that infer
+their shape and statistics, Hugging Face data sets, natural and size partitions.
+
+Unit tests run in-process without Ray; the two `slow` tests run `python -m sim` end to end
+(a grayscale 28x28 image folder; a Hugging Face `save_to_disk` copy with a natural
+partition and a model class defined in this module). The hub is never contacted: this
+module sets HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the whole test process.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before datasets/huggingface_hub are imported anywhere
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from flwr.app import ArrayRecord  # noqa: E402
+from torch import nn  # noqa: E402
+
+from conftest import compose_config, run_cli, run_dirs  # noqa: E402
+from sim.client_app import train_pack  # noqa: E402
+from sim.client_data import ClientData  # noqa: E402
+from sim.data import DataError, load_dataset, synthetic  # noqa: E402
+from sim.data_spec import with_data  # noqa: E402
+from sim.models import build_model, model_spec  # noqa: E402
+from sim.partition import partition_labels, split_validation  # noqa: E402
+from sim.run import client_config, initial_model  # noqa: E402
+from sim.training import Normalizer, TrainSettings, train_local  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+
+
+class PoolNet(nn.Module):
+    """A model whose constructor shares no argument with `sim.model.Net`."""
+
+    def __init__(self, colours: int, n_out: int, hidden: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(colours * 16, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+POOLNET = [
+    "model=custom", "model._target_=test_byo.PoolNet", "+model.colours=${dataset.channels}",
+    "+model.n_out=${dataset.num_classes}", "+model.hidden=8",
+]
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def png(array: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(out, format="PNG")
+    return out.getvalue()
+
+
+def gray_folder(root: Path, num_train: int = 400, num_test: int = 100, classes: int = 4) -> tuple[Path, object]:
+    """A learnable grayscale 28x28 image folder as a .zip: train/c<k>/*.png, test/c<k>/*.png."""
+    ds = synthetic.generate(num_train, num_test, classes, channels=1, image_size=28, noise=0.2, seed=1)
+    path = root / "digits.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for split, images, labels in (("train", ds.train_images, ds.train_labels), ("test", ds.test_images, ds.test_labels)):
+            for i, (image, label) in enumerate(zip(images, labels)):
+                archive.writestr(f"{split}/c{label}/{i:04d}.png", png(image))
+    return path, ds
+
+
+def hf_copy(root: Path, writers: int = 6, per_writer: int = 40) -> tuple[Path, object]:
+    """A tiny DatasetDict (Image feature, ClassLabel, string writer ids) saved with save_to_disk."""
+    import datasets
+
+    n = writers * per_writer
+    ds = synthetic.generate(n, 60, 3, channels=3, image_size=16, noise=0.2, seed=2)
+    rng = np.random.default_rng(0)
+    writer = [f"w{w:02d}" for w in rng.integers(0, writers, n)]
+    features = datasets.Features(
+        {"img": datasets.Image(), "fine": datasets.ClassLabel(names=["ant", "bee", "cat"]), "writer_id": datasets.Value("string")}
+    )
+
+    def split(images, labels, ids):
+        rows = {"img": [Image.fromarray(x) for x in images], "fine": labels.tolist(), "writer_id": ids}
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    tests = [f"w{w:02d}" for w in range(len(ds.test_labels))]
+    dd = datasets.DatasetDict(
+        train=split(ds.train_images, ds.train_labels, writer), test=split(ds.test_images, ds.test_labels, tests)
+    )
+    path = root / "tiny_hf"
+    dd.save_to_disk(str(path))
+    return path, (ds, writer)
+
+
+# ----------------------------------------------------------------------------------- item 1: models
+
+
+def test_any_module_is_built_from_the_resolved_config_in_driver_and_client(tmp_path):
+    cfg = compose_config(["dataset=synthetic", "dataset.num_train=64", "dataset.num_test=16", *POOLNET])
+    cfg.dataset.data_dir = str(tmp_path)
+    data = load_dataset(cfg.dataset, 0)
+    cfg = with_data(cfg, data)
+    assert model_spec(cfg) == {"_target_": "test_byo.PoolNet", "colours": 3, "n_out": 10, "hidden": 8}
+    parts = split_validation(partition_labels(data.train_labels, "iid", 2, seed=0), 0.25, seed=0)
+    offsets = lambda p: np.concatenate([[0], np.cumsum([len(x) for x in p])]).astype(np.int64)  # noqa: E731
+    client = ClientData(data.train_images, data.train_labels, np.concatenate(parts[0]), offsets(parts[0]),
+                        np.concatenate(parts[1]), offsets(parts[1]))
+    start = initial_model(cfg)
+    assert isinstance(start, PoolNet)
+    config = client_config(cfg)
+    config["cids"], config["server-round"] = [0, 1], 1
+    state, metrics = train_pack(client, ArrayRecord(start.state_dict()), config)
+    assert set(state) == set(start.state_dict()) and metrics["num-examples"] == len(client.train_indices)
+    assert not torch.equal(state["body.4.weight"], start.state_dict()["body.4.weight"])
+
+
+def test_resnet18_groupnorm_one_training_step(tmp_path):
+    cfg = compose_config(["dataset=synthetic", "dataset.num_train=16", "dataset.num_test=8", "model=resnet18"])
+    cfg.dataset.data_dir = str(tmp_path)
+    data = load_dataset(cfg.dataset, 0)
+    model = build_model(model_spec(with_data(cfg, data)))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "GroupNorm" in kinds and not any("BatchNorm" in k for k in kinds)
+    assert model.stem[0].kernel_size == (3, 3) and model.stem[0].stride == (1, 1)  # the CIFAR stem
+    assert 11_000_000 < sum(p.numel() for p in model.parameters()) < 11_300_000
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.from_numpy(np.array(data.train_images[:8])), torch.from_numpy(np.array(data.train_labels[:8]))
+    normalize = Normalizer(data.mean, data.std, torch.device("cpu"))
+    loss = train_local(model, x, y, TrainSettings(epochs=1, batch_size=8, lr=0.05), normalize, seed=0)
+    assert np.isfinite(loss) and loss > 0
+    assert model(normalize(x)).shape == (8, 10)
+    assert not torch.equal(before["fc.weight"], model.state_dict()["fc.weight"])
+
+
+# ---------------------------------------------------------------------- item 2: image folders
+
+
+def test_folder_infers_shape_classes_and_statistics(tmp_path):
+    path, ds = gray_folder(tmp_path, num_train=40, num_test=12)
+    cfg = compose_config(["dataset=folder", f"dataset.path={path}", "model=cnn28"])
+    cfg.dataset.data_dir = str(tmp_path / "data")
+    data = load_dataset(cfg.dataset, 0)
+    assert data.name == "digits" and data.classes == ("c0", "c1", "c2", "c3")
+    assert data.train_images.shape == (40, 28, 28, 1) and data.test_images.shape == (12, 28, 28, 1)
+    pixels = np.array(data.train_images, dtype=np.float64) / 255
+    np.testing.assert_allclose(data.mean, [pixels.mean()], atol=1e-4)
+    np.testing.assert_allclose(data.std, [pixels.std()], atol=1e-4)
+    again = load_dataset(cfg.dataset, 0)  # from the cache: stats stored with the arrays
+    assert isinstance(again.train_images, np.memmap) and again.mean == data.mean and again.std == data.std
+    derived = with_data(cfg, data)
+    assert cfg.dataset.num_classes is None and cfg.dataset.mean is None  # cfg itself untouched
+    assert (derived.dataset.channels, derived.dataset.image_size, derived.dataset.num_classes) == (1, 28, 4)
+    assert list(derived.dataset.mean) == list(data.mean) and derived.dataset.name == "digits"
+    assert model_spec(derived) == {"_target_": "sim.models.cnn28.CNN28", "in_channels": 1, "image_size": 28,
+                                   "num_classes": 4, "hidden": 512}
+    with pytest.raises(DataError, match=r"^digits has 4 classes but dataset\.num_classes=10; set dataset\.num_classes=4"):
+        cfg.dataset.num_classes = 10
+        load_dataset(cfg.dataset, 0)
+    cfg.dataset.num_classes = None
+    cfg.dataset.image_size = 16  # a resize
+    resized = load_dataset(cfg.dataset, 0)
+    assert resized.train_images.shape == (40, 16, 16, 1)
+    cfg.dataset.image_size, cfg.dataset.channels = None, 3  # an explicit conversion
+    assert load_dataset(cfg.dataset, 0).train_images.shape == (40, 28, 28, 3)
+
+
+def test_folder_of_mixed_sizes_asks_for_a_size(tmp_path):
+    files = {f"{s}/a/{i}.png": png(np.zeros((28 + i, 28 + i, 3), np.uint8)) for s in ("train", "test") for i in (0, 1)}
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    cfg = compose_config(["dataset=folder", f"dataset.path={path}"])
+    cfg.dataset.data_dir = str(tmp_path / "data")
+    with pytest.raises(DataError, match=r"not all of one square size: .* set dataset\.image_size=N"):
+        load_dataset(cfg.dataset, 0)
+    cfg.dataset.image_size = 28
+    data = load_dataset(cfg.dataset, 0)
+    assert data.train_images.shape == (2, 28, 28, 3) and data.name == "mixed"
+
+
+# ------------------------------------------------------------------------ item 3: Hugging Face
+
+
+def test_hf_save_to_disk_and_parquet_copies(tmp_path):
+    path, (ds, writer) = hf_copy(tmp_path, writers=3, per_writer=10)
+    cfg = compose_config(["dataset=hf", f"dataset.path={path}", "dataset.image_column=img", "dataset.label_column=fine"])
+    cfg.dataset.data_dir = str(tmp_path / "data")
+    data = load_dataset(cfg.dataset, 0)
+    assert data.name == "tiny_hf" and data.classes == ("ant", "bee", "cat")
+    np.testing.assert_array_equal(data.train_images, ds.train_images)
+    np.testing.assert_array_equal(data.test_labels, ds.test_labels)
+    np.testing.assert_array_equal(data.columns["writer_id"], np.unique(writer, return_inverse=True)[1])
+    assert len(data.mean) == 3 and with_data(cfg, data).dataset.num_classes == 3
+    import datasets
+
+    parquet = tmp_path / "pq"
+    parquet.mkdir()
+    for split, table in datasets.load_from_disk(str(path)).items():
+        table.to_parquet(str(parquet / f"{split}-00000.parquet"))
+    cfg.dataset.path, cfg.dataset.test_split = str(parquet), None  # and hold out a test share
+    held = load_dataset(cfg.dataset, 0)
+    assert len(held.train_labels) + len(held.test_labels) == 30 and len(held.test_labels) == 3
+    assert held.name == "pq" and len(held.columns["writer_id"]) == 27
+
+
+def test_hf_offline_without_a_copy_fails_at_once_with_one_line(tmp_path):
+    cfg = compose_config(["dataset=cifar100"])
+    cfg.dataset.data_dir = str(tmp_path)
+    started = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        load_dataset(cfg.dataset, 0)
+    message = str(info.value)
+    assert "dataset.repo=uoft-cs/cifar100" in message and "dataset.path=DIR" in message and "\n" not in message
+    assert time.perf_counter() - started < 10
+
+
+# ------------------------------------------------------------------------ item 4: partitions
+
+
+def test_natural_partition_equals_flwr_datasets_natural_id_partitioner():
+    from datasets import Dataset
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    rng = np.random.default_rng(3)
+    raw = rng.choice(np.array(["bob", "al", "zed", "kim", "eve"]), size=200)
+    codes = np.unique(raw, return_inverse=True)[1]
+    ours = partition_labels(np.zeros(200, np.int64), "natural", 5, seed=7, ids=codes, by="writer")
+    perm = np.random.default_rng(7).permutation(200)
+    oracle = NaturalIdPartitioner(partition_by="writer")
+    oracle.dataset = Dataset.from_dict({"writer": raw[perm].tolist(), "idx": perm})
+    for c in range(oracle.num_partitions):
+        np.testing.assert_array_equal(ours[c], oracle.load_partition(c)["idx"])
+    with pytest.raises(ValueError, match=r"gives 5 clients .* set num_clients=5"):
+        partition_labels(np.zeros(200, np.int64), "natural", 4, seed=7, ids=codes, by="writer")
+
+
+@pytest.mark.parametrize("scheme", ["linear", "square", "exponential", "inner_dirichlet"])
+def test_size_and_inner_dirichlet_partitions_equal_flwr_datasets(scheme):
+    from datasets import Dataset
+    from flwr_datasets import partitioner as fp
+
+    labels = np.random.default_rng(1).integers(0, 4, 300)
+    params = {"alpha": 0.5, "sizes": None} if scheme == "inner_dirichlet" else {}
+    ours = partition_labels(labels, scheme, 6, seed=2, **params)
+    perm = np.random.default_rng(2).permutation(300)
+    if scheme == "inner_dirichlet":
+        oracle = fp.InnerDirichletPartitioner([50] * 6, partition_by="label", alpha=0.5, seed=2)
+    else:
+        oracle = {"linear": fp.LinearPartitioner, "square": fp.SquarePartitioner,
+                  "exponential": fp.ExponentialPartitioner}[scheme](num_partitions=6)
+    oracle.dataset = Dataset.from_dict({"label": labels[perm], "idx": perm})
+    sizes = [len(p) for p in ours]
+    for c in range(6):
+        np.testing.assert_array_equal(ours[c], oracle.load_partition(c)["idx"])
+    assert sum(sizes) == 300 and (scheme == "inner_dirichlet" or sizes == sorted(sizes))
+
+
+def test_natural_manifest_is_csr_with_a_floor_validation_split(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sim.partition_manifest import load_or_create_partition
+    from sim.partition_natural import natural_partition
+
+    ids = np.random.default_rng(4).integers(0, 30, 500)
+    labels = np.random.default_rng(5).integers(0, 3, 500)
+    cfg = OmegaConf.create({"scheme": "natural", "by": "writer", "val_fraction": 0.25, "dir": str(tmp_path)})
+    part = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=ids)
+    expected = natural_partition(ids, np.random.default_rng(1).permutation(500), 30, "writer")
+    for c in range(30):
+        train, val = part.train(c), part.val(c)
+        assert len(val) == int(len(expected[c]) * 0.25 + 1e-9) and not set(train) & set(val)
+        assert sorted([*train, *val]) == sorted(expected[c])
+        assert np.all(ids[train] == ids[expected[c][0]])
+    assert part.path.name == "gen_natural_bywriter_n30_val0.25_seed1.npz"
+    again = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=ids)
+    np.testing.assert_array_equal(again.val_indices, part.val_indices)
+    other = load_or_create_partition(labels, cfg, "gen", 3, 30, 1, ids=np.roll(ids, 1))  # other ids: rebuilt
+    assert not np.array_equal(other.train_indices, part.train_indices)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["dataset=folder"], "dataset.path"),
+    (["dataset=hf"], "dataset.repo"),
+    (["dataset=hf", "dataset.path=/no/such/copy"], "dataset.path"),
+    (["partition=natural"], "partition.by"),
+    (["dataset=folder", "dataset.path=.", "dataset.channels=2"], "dataset.channels"),
+    (["dataset=folder", "dataset.path=.", "dataset.mean=[0.5,0.5]", "dataset.channels=1"], "dataset.mean"),
+    (["partition=size", "partition.scheme=cubic"], "partition.scheme"),
+    (["model=custom"], "model._target_"),
+])
+def test_bad_byo_settings_are_one_line_before_any_work(overrides, key):
+    from sim.errors import ConfigError
+    from sim.validate import validate
+
+    with pytest.raises(ConfigError) as info:
+        validate(compose_config(overrides))
+    assert str(info.value).startswith(key) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- end to end (slow)
+
+
+@pytest.mark.slow
+def test_grayscale_folder_end_to_end_learns_above_chance(tmp_path):
+    path, _ = gray_folder(tmp_path)
+    result = run_cli(
+        ["dataset=folder", f"dataset.path={path}", "model=cnn28", "num_clients=4", "clients_per_round=4",
+         "eval_clients_per_round=0", "num_rounds=2", "client.epochs=1", "client.batch_size=16"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_central_acc"] > 0.5  # 4 classes: chance is 0.25
+    assert summary["dataset"]["name"] == "digits" and summary["dataset"]["channels"] == 1
+    assert summary["partition_manifest"].startswith("partitions/digits_iid_n4")
+    names = [p.name for p in (tmp_path / "partitions").iterdir()] + [p.name for p in (tmp_path / "data/cache").iterdir()]
+    assert names and not any("cifar" in n for n in names)
+
+
+@pytest.mark.slow
+def test_hf_copy_natural_partition_and_own_model_end_to_end(tmp_path):
+    path, (_, writer) = hf_copy(tmp_path)
+    writers = len(set(writer))
+    result = run_cli(
+        ["dataset=hf", f"dataset.path={path}", "dataset.image_column=img", "dataset.label_column=fine",
+         "partition=natural", f"num_clients={writers}", "clients_per_round=3", "eval_clients_per_round=2",
+         "num_rounds=2", "client.epochs=1", "client.batch_size=16", *POOLNET],
+        cwd=tmp_path, env={"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["round"]) == [0, 1, 2] and history["train_failures"].fillna(0).sum() == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["partition_manifest"] == f"partitions/tiny_hf_natural_bywriter_id_n{writers}_val0.1_seed0.npz"
+    assert summary["dataset"]["num_classes"] == 3 and summary["dataset"]["name"] == "tiny_hf"
