@@ -2,7 +2,8 @@
 
 `history.csv` has one row per round, round 0 being the initial central evaluation. Each
 row is appended and flushed (and fsynced) as soon as its round ends, so an interrupted
-run keeps every finished round and the file is always valid CSV.
+run keeps every finished round and the file is always valid CSV. An algorithm may add
+its own columns after the fixed ones (`HistoryWriter.add_columns`, before the first row).
 """
 
 from __future__ import annotations
@@ -48,17 +49,30 @@ class HistoryWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.lock = threading.Lock()  # held while a row is written: a clean exit waits for it
+        self.columns = COLUMNS
         if not self.path.exists() or self.path.stat().st_size == 0:
             with self.path.open("w", newline="") as f:
                 f.write(",".join(COLUMNS) + "\n")
 
+    def add_columns(self, extra: tuple[str, ...]) -> None:
+        """Append an algorithm's own columns after the fixed ones (a resumed file must have them)."""
+        columns = COLUMNS + tuple(c for c in extra if c not in COLUMNS)
+        with self.lock:
+            lines = self.path.read_text().splitlines(keepends=True)
+            header = lines[0].strip().split(",")
+            if tuple(header) != columns:
+                if len(lines) > 1:
+                    raise ValueError(f"{self.path} has columns {header}, this run writes {list(columns)}")
+                self.path.write_text(",".join(columns) + "\n")
+        self.columns = columns
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one round's row (missing columns stay empty) and flush it to disk."""
-        unknown = set(row) - set(COLUMNS)
+        unknown = set(row) - set(self.columns)
         if unknown:
             raise KeyError(f"unknown history columns: {sorted(unknown)}")
         line = io.StringIO()
-        csv.writer(line, lineterminator="\n").writerow([_cell(row.get(c)) for c in COLUMNS])
+        csv.writer(line, lineterminator="\n").writerow([_cell(row.get(c)) for c in self.columns])
         with self.lock, self.path.open("a", newline="") as f:
             f.write(line.getvalue())
             f.flush()

@@ -141,6 +141,9 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
             strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
             if checkpoint is not None:
                 restore_strategy_state(strategy, checkpoint["strategy"])
+            if hasattr(strategy, "attach_run_dir"):  # sim.algorithms: client state lives in the run dir
+                strategy.attach_run_dir(run_dir)
+            writer.add_columns(tuple(getattr(strategy, "history_columns", ())))
             every = int(cfg.checkpoint_every)
             if every > 0:
 
