@@ -152,11 +152,11 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
     )
 
 
-def build_client_app(handle: DataHandle) -> ClientApp:
-    """A ClientApp whose tasks read the data behind `handle`."""
+def build_client_app(handle: DataHandle, mods=()) -> ClientApp:
+    """A ClientApp whose tasks read the data behind `handle`; `mods` wrap training (client-side DP clipping)."""
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
         if "client-rule" in msg.content["config"]:  # an algorithm of sim.algorithms (or your own)
             from sim.algorithms.client import train_message

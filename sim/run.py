@@ -28,6 +28,7 @@ from sim.client_app import build_client_app
 from sim.client_data import ClientData, DataHandle
 from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
+from sim.errors import RunStopped
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import child_pids, interruptible
 from sim.partition_manifest import load_or_create_partition
@@ -141,8 +142,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
             strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
             if checkpoint is not None:
                 restore_strategy_state(strategy, checkpoint["strategy"])
-            if hasattr(strategy, "attach_run_dir"):  # sim.algorithms: client state lives in the run dir
-                strategy.attach_run_dir(run_dir)
+            if hasattr(strategy, "prepare_run"):  # client state in the run dir, a privacy ledger restored
+                strategy.prepare_run(run_dir)
             writer.add_columns(tuple(getattr(strategy, "history_columns", ())))
             every = int(cfg.checkpoint_every)
             if every > 0:
@@ -154,17 +155,20 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
                 recorder.checkpoint = checkpoint_if_due
             # 6. simulate
             if done < num_rounds:
-                run_simulation(
-                    server_app=build_server_app(
-                        strategy, arrays, recorder, num_rounds - done,
-                        client_config(cfg), client_config(cfg), float(cfg.round_timeout),
-                    ),
-                    client_app=build_client_app(handle),
-                    num_supernodes=num_supernodes(
-                        int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
-                    ),
-                    backend_config={"client_resources": client_resources(cfg.resources)},
-                )
+                try:
+                    run_simulation(
+                        server_app=build_server_app(
+                            strategy, arrays, recorder, num_rounds - done,
+                            client_config(cfg), client_config(cfg), float(cfg.round_timeout),
+                        ),
+                        client_app=build_client_app(handle, mods=getattr(strategy, "client_mods", ())),
+                        num_supernodes=num_supernodes(
+                            int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
+                        ),
+                        backend_config={"client_resources": client_resources(cfg.resources)},
+                    )
+                except RunStopped as stop:  # a privacy budget: one line, then the summary as usual
+                    log.warning("%s", stop)
     # 7. save
     history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None

@@ -119,7 +119,7 @@ def run_rounds(strategy_cls, clients, rounds, model=None, lr=0.05, evaluate=Fals
                            train_sizes=sizes, val_sizes=sizes, max_packs=2, packable=True)
     strategy = strategy_cls(planner=planner, observer=Observer(), **kwargs)
     if isinstance(strategy, Algorithm):
-        strategy.attach_run_dir(tmp_path)
+        strategy.prepare_run(tmp_path)
     grid, arrays = Grid(n), ArrayRecord(model.state_dict())
     config = {"lr": lr, "momentum": 0.0, "weight-decay": 0.0, "seed": 0}
     tasks = {i: c.task() for i, c in enumerate(clients)}

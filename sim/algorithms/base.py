@@ -86,7 +86,7 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
 
     # ---- wiring --------------------------------------------------------------------
 
-    def attach_run_dir(self, run_dir: Path) -> None:
+    def prepare_run(self, run_dir: Path) -> None:
         """Keep client state under `run_dir` (a restored store already points there)."""
         if self.client_states is None:
             self.client_states = ClientStateStore(Path(run_dir) / STATE_DIR, self.state_memory_mb)
