@@ -32,6 +32,16 @@ COLUMNS = (
     "elapsed_s",
 )
 TIME_COLUMNS = ("round_s", "elapsed_s")
+# Columns an algorithm adds after the fixed ones (`HistoryWriter.add_columns`), by who writes them.
+EXTRA_COLUMNS = {
+    "control_norm": "SCAFFOLD: L2 norm of the server's control variate c after the round",
+    "dyn_norm": "FedDyn: L2 norm of the server's correction h after the round",
+    "tau_eff": "FedNova: effective local steps of the round, sum of p_i * a_i",
+    "personal_eval_loss": "Ditto, FedPer: example-weighted loss of each evaluated client's personal model on its validation data",
+    "personal_eval_acc": "Ditto, FedPer: example-weighted accuracy of the personal models (compare fed_eval_acc)",
+    "epsilon": "DP with accounting: epsilon spent so far at strategy.target_delta (Flower's RDP accountant)",
+}
+KNOWN_COLUMNS = COLUMNS + tuple(EXTRA_COLUMNS)
 
 
 def _cell(value: Any) -> str:
