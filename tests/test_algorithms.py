@@ -201,3 +201,24 @@ def test_personalised_models_beat_the_global_one_on_their_own_data(tmp_path, alg
                                           personal_layers=["1"])
     assert metrics["personal_eval_loss"] < 0.1 * metrics["eval_loss"], dict(metrics)
     assert strategy.observer.extra[-1]["personal_eval_loss"] == pytest.approx(metrics["personal_eval_loss"])
+
+
+def test_a_client_that_fails_keeps_its_previous_state(tmp_path):
+    clients = make_clients([3, 3, 3])
+    sizes = np.array([len(c.y) for c in clients])
+    planner = RoundPlanner(num_clients=3, clients_per_round=3, eval_clients_per_round=0, seed=0,
+                           train_sizes=sizes, val_sizes=sizes, max_packs=1, packable=True)  # one pack of three
+    strategy = Scaffold(planner=planner, observer=Observer())
+    strategy.prepare_run(tmp_path)
+    model, tasks = linear_model(), {i: c.task() for i, c in enumerate(clients)}
+    arrays, config = ArrayRecord(model.state_dict()), {"lr": 0.05, "seed": 0}
+    history = []
+    for r, down in ((1, set()), (2, {1})):
+        messages = strategy.configure_train(r, arrays, ConfigRecord(dict(config)), Grid(3))
+        replies = [Message(train_reply(m.content, model, tasks.get, failed=lambda cid: cid in down), reply_to=m)
+                   for m in messages]
+        arrays, _ = strategy.aggregate_train(r, replies)
+        history.append({cid: strategy.client_states.get(cid)["weight"].copy() for cid in range(3)})
+    np.testing.assert_array_equal(history[1][1], history[0][1])  # client 1 failed in round 2: state kept
+    for cid in (0, 2):
+        assert not np.array_equal(history[1][cid], history[0][cid])
