@@ -30,13 +30,13 @@ def test_scaffold_resumed_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, dat
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     straight.mkdir()
     resumed.mkdir()
-    result = run_cli(args, cwd=straight)
+    result = run_cli(args, cwd=straight, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
     proc = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=resumed,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None:
             found = run_dirs(resumed)
             if found and len((found[0] / "history.csv").read_text().splitlines()) >= 5:  # rounds 0..3 done
@@ -50,7 +50,7 @@ def test_scaffold_resumed_after_ctrl_c_equals_an_uninterrupted_run(tmp_path, dat
     assert proc.returncode == 130, output[-3000:]
     (run_dir,) = run_dirs(resumed)
     assert len(pd.read_csv(run_dir / "history.csv")) < 7, "the run finished before the interrupt"
-    result = run_cli([f"resume={run_dir}"], cwd=resumed)
+    result = run_cli([f"resume={run_dir}"], cwd=resumed, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
     (straight_dir,) = run_dirs(straight)

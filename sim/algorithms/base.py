@@ -87,13 +87,13 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
     # ---- wiring --------------------------------------------------------------------
 
     def prepare_run(self, run_dir: Path) -> None:
-        """Keep client state under `run_dir` (a restored store already points there)."""
+        """Called by `sim.run` once built (and restored): client state goes under `run_dir`."""
         if self.client_states is None:
             self.client_states = ClientStateStore(Path(run_dir) / STATE_DIR, self.state_memory_mb)
 
     def _store(self) -> ClientStateStore:
-        if self.client_states is None:  # built outside a run (tests): a store in the working directory
-            self.client_states = ClientStateStore(Path(STATE_DIR), self.state_memory_mb)
+        if self.client_states is None:
+            raise RuntimeError("call prepare_run(run_dir) before the first round: client state lives in the run dir")
         return self.client_states
 
     def total_examples(self) -> int:

@@ -26,6 +26,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from hydra.utils import get_class
 from torch import nn
 
+from sim.client_app import ClientFailure
+
 Tensors = dict[str, torch.Tensor]
 STATE_PREFIX, EXTRA_PREFIX, SERVER_PREFIX = "state.", "extra.", "server."
 
@@ -183,8 +185,6 @@ def train_reply(
         total += n
         loss_sum += result.loss * n
     if failures == len(cids):
-        from sim.client_app import ClientFailure
-
         raise ClientFailure(f"simulated failure of every client in {cids}")
     if total == 0:
         raise ValueError(f"clients {cids} have no training examples")
@@ -233,8 +233,6 @@ def evaluate_reply(
             totals[key] += value * n
         total += n
     if failures == len(cids):
-        from sim.client_app import ClientFailure
-
         raise ClientFailure(f"simulated failure of every client in {cids}")
     denominator = max(total, 1)
     metrics = {"num-examples": total, "clients": len(cids), "failures": failures}
