@@ -146,18 +146,27 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
     )
 
 
-def build_client_app(handle: DataHandle) -> ClientApp:
-    """A ClientApp whose tasks read the data behind `handle`."""
+def build_client_app(handle: DataHandle, mods=()) -> ClientApp:
+    """A ClientApp whose tasks read the data behind `handle`; `mods` wrap training (client-side DP clipping)."""
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
+        if "client-rule" in msg.content["config"]:  # an algorithm of sim.algorithms (or your own)
+            from sim.algorithms.client import train_message
+
+            return Message(content=train_message(handle.get(), msg.content), reply_to=msg)
         state, metrics = train_pack(handle.get(), msg.content["arrays"], msg.content["config"])
         content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
+        if "client-rule" in msg.content["config"]:  # a personalised algorithm: personal models too
+            from sim.algorithms.client import evaluate_message
+
+            metrics = evaluate_message(handle.get(), msg.content)
+            return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
         metrics = evaluate_pack(handle.get(), msg.content["arrays"], msg.content["config"])
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 

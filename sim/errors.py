@@ -7,3 +7,7 @@ class RunAborted(RuntimeError):
 
 class ConfigError(Exception):
     """A one-line, user-facing config error: the key, its value and what is allowed."""
+
+
+class RunStopped(Exception):
+    """The run ends early on purpose (a privacy budget is spent); history and summary are kept."""

@@ -2,7 +2,8 @@
 
 `history.csv` has one row per round, round 0 being the initial central evaluation. Each
 row is appended and flushed (and fsynced) as soon as its round ends, so an interrupted
-run keeps every finished round and the file is always valid CSV.
+run keeps every finished round and the file is always valid CSV. An algorithm may add
+its own columns after the fixed ones (`HistoryWriter.add_columns`, before the first row).
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ COLUMNS = (
     "elapsed_s",
 )
 TIME_COLUMNS = ("round_s", "elapsed_s")
+# Columns an algorithm adds after the fixed ones (`HistoryWriter.add_columns`), by who writes them.
+EXTRA_COLUMNS = {
+    "control_norm": "SCAFFOLD: L2 norm of the server's control variate c after the round",
+    "dyn_norm": "FedDyn: L2 norm of the server's correction h after the round",
+    "tau_eff": "FedNova: effective local steps of the round, sum of p_i * a_i",
+    "personal_eval_loss": "Ditto, FedPer: example-weighted loss of each evaluated client's personal model on its validation data",
+    "personal_eval_acc": "Ditto, FedPer: example-weighted accuracy of the personal models (compare fed_eval_acc)",
+    "epsilon": "DP with accounting: epsilon spent so far at strategy.target_delta (Flower's RDP accountant)",
+}
+KNOWN_COLUMNS = COLUMNS + tuple(EXTRA_COLUMNS)
 
 
 def _cell(value: Any) -> str:
@@ -48,17 +59,30 @@ class HistoryWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.lock = threading.Lock()  # held while a row is written: a clean exit waits for it
+        self.columns = COLUMNS
         if not self.path.exists() or self.path.stat().st_size == 0:
             with self.path.open("w", newline="") as f:
                 f.write(",".join(COLUMNS) + "\n")
 
+    def add_columns(self, extra: tuple[str, ...]) -> None:
+        """Append an algorithm's own columns after the fixed ones (a resumed file must have them)."""
+        columns = COLUMNS + tuple(c for c in extra if c not in COLUMNS)
+        with self.lock:
+            lines = self.path.read_text().splitlines(keepends=True)
+            header = lines[0].strip().split(",")
+            if tuple(header) != columns:
+                if len(lines) > 1:
+                    raise ValueError(f"{self.path} has columns {header}, this run writes {list(columns)}")
+                self.path.write_text(",".join(columns) + "\n")
+        self.columns = columns
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one round's row (missing columns stay empty) and flush it to disk."""
-        unknown = set(row) - set(COLUMNS)
+        unknown = set(row) - set(self.columns)
         if unknown:
             raise KeyError(f"unknown history columns: {sorted(unknown)}")
         line = io.StringIO()
-        csv.writer(line, lineterminator="\n").writerow([_cell(row.get(c)) for c in COLUMNS])
+        csv.writer(line, lineterminator="\n").writerow([_cell(row.get(c)) for c in self.columns])
         with self.lock, self.path.open("a", newline="") as f:
             f.write(line.getvalue())
             f.flush()

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from sim.history import COLUMNS
+from sim.history import KNOWN_COLUMNS
 from sim.partition_report import atomic_write
 from sim.report import UnusableInput, load_runs, read_history
 
@@ -70,7 +70,7 @@ def baseline_metrics(baseline: pd.DataFrame) -> dict[str, str]:
     for column in baseline.columns:
         if column.endswith("_mean") and f"{column[:-5]}_std" in baseline.columns:
             metrics[column[:-5]] = "band"
-        elif column in COLUMNS and column != "round":
+        elif column in KNOWN_COLUMNS and column != "round":
             metrics[column] = "curve"
     both = [m for m in metrics if metrics[m] == "band" and m in baseline.columns]
     if both:
@@ -221,10 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _build(paths: Sequence[Path], out: Path, metrics: list[str], ignore: Sequence[str]) -> int:
     """Write the band of `paths` to `out`."""
-    unknown = [m for m in metrics if m not in COLUMNS or m == "round"]
-    if unknown:
-        raise UnusableInput(f"unknown metric {', '.join(unknown)} (history columns: {', '.join(COLUMNS[1:])})")
     histories = _histories_for_build(paths, ignore)
+    columns = [c for c in histories[0].columns if c != "round"] if histories else list(KNOWN_COLUMNS[1:])
+    unknown = [m for m in metrics if m == "round" or (m not in KNOWN_COLUMNS and m not in columns)]
+    if unknown:
+        raise UnusableInput(f"unknown metric {', '.join(unknown)} (history columns: {', '.join(columns)})")
     band = build_band(histories, metrics)
     if len({int(h["round"].max()) for h in histories}) > 1:
         log.warning("runs end at different rounds: the band's last rounds rest on fewer runs (see *_n)")

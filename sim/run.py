@@ -33,6 +33,7 @@ from sim.client_data import ClientData, DataHandle
 from sim.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
 from sim.flower_internals import remove_message_pickup_floor
+from sim.errors import RunStopped
 from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
 from sim.interrupt import child_pids, interruptible
 from sim.partition_report import report_paths
@@ -151,6 +152,9 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
             strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
             if checkpoint is not None:
                 restore_strategy_state(strategy, checkpoint["strategy"])
+            if hasattr(strategy, "prepare_run"):  # client state in the run dir, a privacy ledger restored
+                strategy.prepare_run(run_dir)
+            writer.add_columns(tuple(getattr(strategy, "history_columns", ())))
             every = int(cfg.checkpoint_every)
             if every > 0:
 
@@ -162,17 +166,20 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
             # 6. simulate
             if done < num_rounds:
                 remove_message_pickup_floor()  # messages and replies move as soon as they exist
-                run_simulation(
-                    server_app=build_server_app(
-                        strategy, arrays, recorder, num_rounds - done,
-                        client_config(cfg), client_config(cfg), float(cfg.round_timeout),
-                    ),
-                    client_app=build_client_app(handle),
-                    num_supernodes=num_supernodes(
-                        int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
-                    ),
-                    backend_config={"client_resources": client_resources(cfg.resources)},
-                )
+                try:
+                    run_simulation(
+                        server_app=build_server_app(
+                            strategy, arrays, recorder, num_rounds - done,
+                            client_config(cfg), client_config(cfg), float(cfg.round_timeout),
+                        ),
+                        client_app=build_client_app(handle, mods=getattr(strategy, "client_mods", ())),
+                        num_supernodes=num_supernodes(
+                            int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
+                        ),
+                        backend_config={"client_resources": client_resources(cfg.resources)},
+                    )
+                except RunStopped as stop:  # a privacy budget: one line, then the summary as usual
+                    log.warning("%s", stop)
     # 7. save
     history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None

@@ -99,6 +99,10 @@ class RoundRecorder:
         if metrics is not None and "eval_loss" in metrics:
             self._row.update(fed_eval_loss=float(metrics["eval_loss"]), fed_eval_acc=float(metrics["eval_acc"]))
 
+    def record_extra(self, values: dict[str, float]) -> None:
+        """Remember an algorithm's own values for this round (its extra history columns)."""
+        self._row.update(values)
+
     def central_due(self, server_round: int) -> bool:
         """Central evaluation runs at round 0, every k-th round and the last round."""
         k = self.central_eval_every

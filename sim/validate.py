@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sim.algorithms.config_rules import ALGORITHM_RULES
 from sim.config_rules import (
     BELOW_ONE, BOOL, FRACTION, MIN_IMAGE_SIZE, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
 )
@@ -86,6 +87,7 @@ STRATEGY_RULES: dict[str, Num] = {
     "clipping_norm": POSITIVE, "num_sampled_clients": integer(1), "initial_clipping_norm": POSITIVE,
     "target_clipped_quantile": FRACTION, "clip_norm_lr": POSITIVE, "clipped_count_stddev": Num(0, null=True),
     "fraction_train": FRACTION, "fraction_evaluate": FRACTION,
+    **ALGORITHM_RULES,  # sim.algorithms (SCAFFOLD, FedDyn, FedNova, Ditto, FedPer)
 }
 
 

@@ -1,0 +1,56 @@
+"""ClientStateStore: lazy, bounded in memory, spilled to disk, committed by checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from sim.algorithms.client_state import ClientStateStore
+
+
+def state(value: float, size: int = 1000) -> dict[str, np.ndarray]:
+    return {"w": np.full(size, value, dtype=np.float32)}  # 4 kB
+
+
+def test_a_client_that_never_trained_costs_nothing(tmp_path):
+    store = ClientStateStore(tmp_path / "s", memory_mb=1)
+    assert store.get(7) is None and 7 not in store and len(store) == 0
+    assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_memory_stays_bounded_and_spilled_states_come_back(tmp_path):
+    store = ClientStateStore(tmp_path / "s", memory_mb=20_000 / 2**20)  # room for 5 states of 4 kB
+    for cid in range(50):
+        store.put(cid, 1, state(cid))
+        assert store.cached_bytes <= 20_000
+    assert len(store) == 50
+    assert len(list((tmp_path / "s").glob("*.npz"))) == 45  # the least recently used went to disk
+    for cid in (0, 23, 49):
+        np.testing.assert_array_equal(store.get(cid)["w"], state(cid)["w"])
+
+
+def test_a_checkpoint_commits_and_resume_drops_later_rounds(tmp_path):
+    store = ClientStateStore(tmp_path / "s", memory_mb=8_000 / 2**20)  # 2 states in memory
+    for cid in range(4):
+        store.put(cid, 1, state(10 + cid))
+    saved = pickle.dumps(store)  # a checkpoint after round 1
+    for cid in range(4):
+        store.put(cid, 2, state(20 + cid))  # round 2, partly spilled, then the run is killed
+    store.put(9, 2, state(99))
+    assert any(".2.npz" in p.name for p in (tmp_path / "s").iterdir())
+    resumed = pickle.loads(saved)
+    assert [float(resumed.get(cid)["w"][0]) for cid in range(4)] == [10, 11, 12, 13]
+    assert resumed.get(9) is None  # made after the checkpoint
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"{c}.1.npz" for c in range(4)]
+
+
+def test_commit_keeps_one_file_per_client(tmp_path):
+    store = ClientStateStore(tmp_path / "s", memory_mb=0)  # everything spills at once
+    for r in range(1, 6):
+        store.put(3, r, state(r))
+        if r % 2 == 0:
+            store.commit()
+    store.commit()
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["3.5.npz"]
+    assert float(store.get(3)["w"][0]) == 5
