@@ -152,19 +152,25 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
     )
 
 
+def client_data(handle, msg: Message, context: Context) -> ClientData:
+    """The arrays behind `handle`; a handle that loads them itself (`for_message`) gets the message and node."""
+    for_message = getattr(handle, "for_message", None)
+    return for_message(msg.content["config"], context) if for_message else handle.get()
+
+
 def build_client_app(handle: DataHandle) -> ClientApp:
     """A ClientApp whose tasks read the data behind `handle`."""
     app = ClientApp()
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        state, metrics = train_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+        state, metrics = train_pack(client_data(handle, msg, context), msg.content["arrays"], msg.content["config"])
         content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate_(msg: Message, context: Context) -> Message:
-        metrics = evaluate_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+        metrics = evaluate_pack(client_data(handle, msg, context), msg.content["arrays"], msg.content["config"])
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
     return app

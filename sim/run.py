@@ -91,6 +91,62 @@ def _start_point(cfg: DictConfig, run_dir: Path, writer: HistoryWriter, resume: 
     return done, checkpoint["arrays"], checkpoint
 
 
+def load_data(cfg: DictConfig):
+    """Steps 1 and 2: the data set and its partition across `num_clients` (a saved manifest when one fits)."""
+    data = load_dataset(cfg.dataset, int(cfg.seed))
+    partition = load_or_create_partition(
+        data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes),
+        int(cfg.num_clients), int(cfg.seed),
+    )
+    return data, partition
+
+
+def central_evaluator(cfg: DictConfig, data) -> CentralEvaluator | None:
+    """The server's evaluation of the global model on the test set (None when switched off)."""
+    if cfg.central_eval_every <= 0:
+        return None
+    return CentralEvaluator(
+        lambda: instantiate(cfg.model), data.test_images, data.test_labels,
+        list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
+        device=str(cfg.resources.server_device),
+    )
+
+
+def make_strategy(cfg: DictConfig, partition, recorder: RoundRecorder, max_packs: int, done: int,
+                  checkpoint: dict | None, run_dir: Path):
+    """Step 5: the configured strategy over the seeded round plan, checkpointing into `run_dir`."""
+    planner = RoundPlanner(
+        num_clients=int(cfg.num_clients), clients_per_round=int(cfg.clients_per_round),
+        eval_clients_per_round=int(cfg.eval_clients_per_round), seed=int(cfg.seed),
+        train_sizes=partition.train_sizes(), val_sizes=partition.val_sizes(),
+        max_packs=max_packs, packable=bool(cfg.strategy.get("packable", False)), round_offset=done,
+    )
+    strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
+    if checkpoint is not None:
+        restore_strategy_state(strategy, checkpoint["strategy"])
+    every, num_rounds = int(cfg.checkpoint_every), int(cfg.num_rounds)
+    if every > 0:
+
+        def checkpoint_if_due(server_round: int, arrays: ArrayRecord) -> None:
+            if server_round % every == 0 or server_round == num_rounds:
+                save_checkpoint(run_dir, server_round, arrays, strategy)
+
+        recorder.checkpoint = checkpoint_if_due
+    return strategy
+
+
+def save_results(cfg: DictConfig, run_dir: Path, partition, started: float) -> float | None:
+    """Step 7: summary.json and curves.png beside history.csv; returns the final central accuracy."""
+    history = pd.read_csv(run_dir / "history.csv")
+    manifest = str(partition.path) if partition.path else None
+    summary = summarize(history, time.perf_counter() - started, manifest)
+    write_json_atomic(run_dir / "summary.json", summary)
+    plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
+    log.info("final central accuracy: %s", summary["final_central_acc"])
+    log.info("results in: %s", run_dir)
+    return summary["final_central_acc"]
+
+
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
     from flwr.simulation import run_simulation
@@ -100,23 +156,12 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run directory: %s", run_dir)
 
-    # 1. data
-    data = load_dataset(cfg.dataset, int(cfg.seed))
-    # 2. partition
-    partition = load_or_create_partition(
-        data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes),
-        int(cfg.num_clients), int(cfg.seed),
-    )
+    # 1. data, 2. partition
+    data, partition = load_data(cfg)
     # 3. model
     writer = HistoryWriter(run_dir / "history.csv")
     done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)
-    central = None
-    if cfg.central_eval_every > 0:
-        central = CentralEvaluator(
-            lambda: instantiate(cfg.model), data.test_images, data.test_labels,
-            list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
-            device=str(cfg.resources.server_device),
-        )
+    central = central_evaluator(cfg, data)
     num_rounds = int(cfg.num_rounds)
     with RoundProgress(num_rounds, done) as progress:
         recorder = RoundRecorder(
@@ -132,23 +177,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
             log.info("clients running at once: %d", workers)
             # 5. strategy
             packable = bool(cfg.strategy.get("packable", False))
-            planner = RoundPlanner(
-                num_clients=int(cfg.num_clients), clients_per_round=int(cfg.clients_per_round),
-                eval_clients_per_round=int(cfg.eval_clients_per_round), seed=int(cfg.seed),
-                train_sizes=partition.train_sizes(), val_sizes=partition.val_sizes(),
-                max_packs=workers, packable=packable, round_offset=done,
-            )
-            strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
-            if checkpoint is not None:
-                restore_strategy_state(strategy, checkpoint["strategy"])
-            every = int(cfg.checkpoint_every)
-            if every > 0:
-
-                def checkpoint_if_due(server_round: int, arrays: ArrayRecord) -> None:
-                    if server_round % every == 0 or server_round == num_rounds:
-                        save_checkpoint(run_dir, server_round, arrays, strategy)
-
-                recorder.checkpoint = checkpoint_if_due
+            strategy = make_strategy(cfg, partition, recorder, workers, done, checkpoint, run_dir)
             # 6. simulate
             if done < num_rounds:
                 run_simulation(
@@ -163,11 +192,4 @@ def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
                     backend_config={"client_resources": client_resources(cfg.resources)},
                 )
     # 7. save
-    history = pd.read_csv(run_dir / "history.csv")
-    manifest = str(partition.path) if partition.path else None
-    summary = summarize(history, time.perf_counter() - started, manifest)
-    write_json_atomic(run_dir / "summary.json", summary)
-    plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
-    log.info("final central accuracy: %s", summary["final_central_acc"])
-    log.info("results in: %s", run_dir)
-    return summary["final_central_acc"]
+    return save_results(cfg, run_dir, partition, started)
