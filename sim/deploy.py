@@ -7,7 +7,8 @@ Starts, on 127.0.0.1 and on ports free at that moment, one `flower-superlink` an
 data-dir=<here>"`: it is client K and reads its examples from the partition manifest),
 then submits this project with `flwr run` (run config `overrides=...`, `deployment=true`)
 and shows the rounds as they land in `history.csv`. The run directory is the one
-`python -m sim` would write. Every process it started is stopped by pid at the end, on
+`python -m sim` would write; the SuperLink's and each SuperNode's log go to its
+`flower/` folder. Every process it started is stopped by pid at the end, on
 error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` for the
 run's duration. `num_clients` defaults to N (each SuperNode is one client), and
 `clients_per_round` / `eval_clients_per_round` to min(their default, N).
@@ -36,7 +37,7 @@ from sim.errors import ConfigError
 from sim.flwr_env import PROJECT, flwr_environment, free_port, stop_tree
 
 log = logging.getLogger("sim.deploy")
-EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 START_TIMEOUT_S = 30.0
 CONNECTION = "sim-deploy"
 
@@ -73,9 +74,10 @@ def check_config(overrides: list[str], supernodes: int):
 class Deployment:
     """A SuperLink and SuperNodes on loopback, every process remembered by pid."""
 
-    def __init__(self, supernodes: int, base: Path, env: dict[str, str] | None = None):
+    def __init__(self, supernodes: int, base: Path, logs: Path, env: dict[str, str] | None = None):
         self.supernodes = supernodes
         self.base = base
+        self.logs = logs
         self.port = free_port()
         self.home = PROJECT / ".flwr" / f"deploy-{self.port}"
         self.env = flwr_environment(env, flwr_home=self.home)
@@ -83,7 +85,7 @@ class Deployment:
         self.nodes: list[subprocess.Popen] = []
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        out = open(self.home / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
+        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
         proc = subprocess.Popen(command, cwd=self.base, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # Ctrl-C reaches us only; we stop them in order
         out.close()
@@ -93,6 +95,7 @@ class Deployment:
     def start(self) -> None:
         """SuperLink first (waits for its health endpoint), then the SuperNodes."""
         self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
@@ -120,14 +123,14 @@ class Deployment:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if link.poll() is not None:
-                raise RuntimeError(f"flower-superlink exited with code {link.returncode}; see {self.home}/superlink.log")
+                raise RuntimeError(f"flower-superlink exited with code {link.returncode}; see {self.logs}/superlink.log")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=0.5).is_success:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"flower-superlink did not answer within {START_TIMEOUT_S:.0f} s; see {self.home}/superlink.log")
+        raise RuntimeError(f"flower-superlink did not answer within {START_TIMEOUT_S:.0f} s; see {self.logs}/superlink.log")
 
     def submit(self, overrides: list[str]) -> subprocess.Popen:
         """`flwr run <project> --stream` with the Hydra overrides as run config; its output is piped."""
@@ -189,7 +192,7 @@ def deploy(supernodes: int, user_overrides: list[str], base: Path) -> Path:
     cfg, run_dir = check_config(overrides, supernodes)
     run_dir = (base / run_dir).resolve()
     overrides = [*overrides, f"hydra.run.dir={run_dir}"]
-    deployment = Deployment(supernodes, base)
+    deployment = Deployment(supernodes, base, logs=run_dir / "flower")
     try:
         deployment.start()
         print(f"run directory: {run_dir}", flush=True)
@@ -210,6 +213,14 @@ def deploy(supernodes: int, user_overrides: list[str], base: Path) -> Path:
         deployment.stop()
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that `deploy`'s cleanup runs."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernodes", type=int, required=True, help="SuperNodes to start (one client each)")
@@ -217,21 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         deploy(args.supernodes, list(args.overrides), Path.cwd())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: every SuperLink and SuperNode process started here was stopped; finished rounds, if any, "
-              "are in history.csv", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except (KeyboardInterrupt, Terminated) as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+        print(f"interrupted by {name}: every SuperLink and SuperNode process started here was stopped; "
+              "finished rounds, if any, are in history.csv", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -45,12 +45,20 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float) -> dict[int, int]:
         time.sleep(0.2)
         nodes = sorted(grid.get_node_ids())
     if len(nodes) < num_clients:
-        log.warning("%d of %d SuperNodes connected after %.0f s; the missing clients count as failures",
-                    len(nodes), num_clients, wait_s)
+        log.warning("%d of %d SuperNodes connected after %.0f s; the missing clients count as failures until "
+                    "their SuperNodes join", len(nodes), num_clients, wait_s)
+    node_of_client = ask(grid, nodes, num_clients, wait_s)
+    log.info("SuperNodes ready: %d of %d clients (%s)", len(node_of_client), num_clients,
+             ", ".join(f"{c}->{n}" for c, n in sorted(node_of_client.items())))
+    return node_of_client
+
+
+def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> dict[int, int]:
+    """Ask `nodes` for their partition ids: {client id: node id} of those that answered well."""
     content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
     messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     node_of_client: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=wait_s):
+    for reply in grid.send_and_receive(messages, timeout=timeout) if messages else []:
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("SuperNode %d did not answer the roll call: %s", node, reply.error.reason)
@@ -65,9 +73,31 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float) -> dict[int, int]:
                         node_of_client[cid])
             continue
         node_of_client[cid] = node
-    log.info("SuperNodes ready: %d of %d clients (%s)", len(node_of_client), num_clients,
-             ", ".join(f"{c}->{n}" for c, n in sorted(node_of_client.items())))
     return node_of_client
+
+
+class LateJoiners:
+    """After each round, ask SuperNodes that joined since the last roll call for their partition ids.
+
+    A client whose node left (or never came) is taken over by a newly joined node that
+    holds its partition; nodes that answered once are not asked again.
+    """
+
+    def __init__(self, grid: Grid, node_of_client: dict[int, int], num_clients: int, timeout: float):
+        self.grid, self.node_of_client = grid, node_of_client
+        self.num_clients, self.timeout = num_clients, timeout
+        self.asked = set(grid.get_node_ids())
+
+    def __call__(self) -> None:
+        connected = set(self.grid.get_node_ids())
+        new = sorted(connected - self.asked)
+        if not new:
+            return
+        self.asked |= set(new)
+        for cid, node in ask(self.grid, new, self.num_clients, self.timeout).items():
+            if self.node_of_client.get(cid) not in connected:
+                log.info("SuperNode %d joined late: it is client %d from the next round", node, cid)
+                self.node_of_client[cid] = node
 
 
 def answer_roll_call(msg: Message, node_config) -> Message:

@@ -36,7 +36,7 @@ from sim.compose import absolute_paths, client_config_for, new_run, split_overri
 from sim.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
 from sim.history import HistoryWriter
-from sim.deployment import answer_roll_call, roll_call
+from sim.deployment import LateJoiners, answer_roll_call, roll_call
 from sim.ray_runtime import concurrency
 from sim.run import _start_point, central_evaluator, client_config, load_data, make_strategy, save_results
 from sim.server_app import RoundRecorder, run_strategy
@@ -126,8 +126,16 @@ def serve(grid: Grid, context: Context) -> Path:
         max_packs = max(1, min(_runtime_concurrency(cfg.resources), len(nodes)))
         log.info("SuperNodes: %d; clients per message pack: up to %d packs", len(nodes), max_packs)
     with RoundProgress(num_rounds, done) as progress:
+        on_round = progress.update
+        if deployment:
+            late = LateJoiners(grid, nodes, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)))
+
+            def on_round(server_round: int, central_acc: float | None) -> None:
+                progress.update(server_round, central_acc)
+                late()
+
         recorder = RoundRecorder(
-            writer, central, int(cfg.central_eval_every), num_rounds, on_round=progress.update,
+            writer, central, int(cfg.central_eval_every), num_rounds, on_round=on_round,
             max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done,
         )
         strategy = make_strategy(cfg, partition, recorder, max_packs, done, checkpoint, run_dir)
