@@ -171,7 +171,15 @@ server_app = ServerApp()
 
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
-    serve(grid, context)
+    from sim.data import DataError
+    from sim.errors import RunAborted
+
+    try:
+        serve(grid, context)
+    except (ConfigError, DataError, RunAborted) as err:  # bad input or an aborted run: its one line, then fail the run
+        _log_to_stdout(False)
+        log.error("error: %s", err)
+        raise RuntimeError(str(err)) from None
 
 
 client_app = build_client_app(ConfigData())

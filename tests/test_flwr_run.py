@@ -121,26 +121,40 @@ def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_d
     env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()), FLWR_LOCAL_CONTROL_API_PORT=str(free_port()),
                PYTHONUNBUFFERED="1")
     overrides = " ".join([*SMALL, "num_rounds=2", f"dataset.data_dir={data_dir}"])
-    started: list[psutil.Process] = []
+    seen: dict[int, psutil.Process] = {}  # the SuperLink flwr starts detached, and everything below it
+    log_path = tmp_path / "flwr-run.log"
     try:
-        result = subprocess.run(
-            ["flwr", "run", str(REPO), "--stream", "--run-config", f'overrides="{overrides}"'],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
-        )
-        links = local_superlinks(home)
-        assert len(links) == 1, "flwr run leaves exactly one local SuperLink for this FLWR_HOME"
-        started = [*links, *links[0].children(recursive=True)]
+        with log_path.open("w") as out:
+            proc = subprocess.Popen(
+                ["flwr", "run", str(REPO), "--stream", "--run-config", f'overrides="{overrides}"'],
+                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+            )
+            deadline = time.monotonic() + 400
+            while proc.poll() is None and time.monotonic() < deadline:
+                for link in local_superlinks(home):
+                    seen[link.pid] = link
+                    try:
+                        seen.update({p.pid: p for p in link.children(recursive=True)})
+                    except psutil.Error:
+                        pass
+                time.sleep(0.3)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        assert len(local_superlinks(home)) == 1, "flwr run leaves exactly one local SuperLink for this FLWR_HOME"
     finally:
         for link in local_superlinks(home):
             stop_tree(link)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stdout = log_path.read_text()
+    assert proc.returncode == 0, stdout[-4000:]
+    assert len(seen) >= 3  # SuperLink, SuperExec, flwr-simulation (with its Ray) were seen while running
     (run_dir,) = run_dirs(tmp_path)
-    assert f"run directory: {run_dir}" in result.stdout.replace("\n", "")
+    assert f"run directory: {run_dir}" in stdout.replace("\n", "")
     for name in ("history.csv", "summary.json", "curves.png", ".hydra/config.yaml", ".hydra/overrides.yaml"):
         assert (run_dir / name).exists(), name
     assert list(pd.read_csv(run_dir / "history.csv").columns) == [*METRICS, "round_s", "elapsed_s"]
     pd.testing.assert_frame_equal(_metrics(run_dir), reference, check_exact=True)
-    assert still_alive(started) == []
+    assert still_alive(list(seen.values())) == []
     assert not local_superlinks(home)
 
 
@@ -201,3 +215,44 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     assert (run_dir / "summary.json").exists() and (run_dir / "curves.png").exists()
     assert still_alive(list(seen.values())) == []
     assert not (REPO / ".flwr").exists() or not any((REPO / ".flwr").glob("deploy-*"))
+
+
+class _Grid:
+    """The two things the strategy asks a grid for addressing: its connected node ids."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+
+class _Observer:
+    def record_train(self, *args):
+        pass
+
+    def record_evaluate(self, *args):
+        pass
+
+
+def test_a_deployment_sends_each_client_to_its_node_and_loses_a_gone_one_at_once(monkeypatch):
+    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attribute in ("_task_id", "_run_id", "_node_id"):  # what a ServerApp process has set up
+        monkeypatch.setattr(TaskIdentity, attribute, 1)
+
+    from sim.sampling import RoundPlanner
+    from sim.strategy import FedAvg
+
+    sizes = np.full(3, 10)
+    planner = RoundPlanner(num_clients=3, clients_per_round=3, eval_clients_per_round=0, seed=0, train_sizes=sizes,
+                           val_sizes=sizes, max_packs=3, packable=True)
+    strategy = FedAvg(planner=planner, observer=_Observer())
+    strategy.node_of_client = {0: 11, 1: 12, 2: 13}
+    arrays = ArrayRecord([np.zeros(2, dtype=np.float32)])
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord(), _Grid([12, 11])))  # node 13 has gone
+    assert sorted((m.metadata.dst_node_id, list(m.content["config"]["cids"])) for m in messages) == [
+        (11, [0]), (12, [1])]
+    _, clients, failures = strategy._sorted_replies([])  # no replies yet: all three count, client 2 is lost
+    assert (clients, failures) == (3, 3)
