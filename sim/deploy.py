@@ -9,8 +9,9 @@ then submits this project with `flwr run` (run config `overrides=...`, `deployme
 and shows the rounds as they land in `history.csv`. The run directory is the one
 `python -m sim` would write; the SuperLink's and each SuperNode's log go to its
 `flower/` folder. Every process it started is stopped by pid at the end, on
-error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` for the
-run's duration. `num_clients` defaults to N (each SuperNode is one client), and
+error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` (under
+`$FLWR_HOME` when set) for the run's duration. `num_clients` defaults to N (each
+SuperNode is one client), and
 `clients_per_round` / `eval_clients_per_round` to min(their default, N).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -79,7 +81,7 @@ class Deployment:
         self.base = base
         self.logs = logs
         self.port = free_port()
-        self.home = PROJECT / ".flwr" / f"deploy-{self.port}"
+        self.home = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr") / f"deploy-{self.port}"
         self.env = flwr_environment(env, flwr_home=self.home)
         self.procs: list[subprocess.Popen] = []
         self.nodes: list[subprocess.Popen] = []

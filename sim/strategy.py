@@ -111,6 +111,9 @@ class VirtualClients:
             if msg.has_error():
                 clients += len(pack)
                 failures += len(pack)
+                if getattr(self, "node_of_client", None) is not None:  # a deployment: say which SuperNode failed and why
+                    log.warning("clients %s on SuperNode %d failed: %s", pack, msg.metadata.src_node_id,
+                                msg.error.reason.strip().splitlines()[-1] if msg.error.reason else msg.error.code)
             else:
                 metrics = next(iter(msg.content.metric_records.values()))
                 clients += int(metrics.get("clients", len(pack)))

@@ -207,10 +207,10 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     # before the stop: python -m sim's numbers (one client per message instead of two packs: sums reorder)
     before, expected = history.iloc[:2], reference.iloc[:2]
     np.testing.assert_allclose(before[METRICS[1:]].to_numpy(float), expected[METRICS[1:]].to_numpy(float),
-                               rtol=1e-5, equal_nan=True)
+                               rtol=1e-5, equal_nan=True, err_msg=out[-3000:])
     # after: client 2 is lost in every round it is sampled for training, and the run went on
     after = history.iloc[2:]
-    assert (after["train_clients"] == 3).all() and (after["train_failures"] == 1).all()
+    assert (after["train_clients"] == 3).all() and (after["train_failures"] == 1).all(), out[-3000:]
     assert after["central_acc"].notna().all()
     assert (run_dir / "summary.json").exists() and (run_dir / "curves.png").exists()
     assert still_alive(list(seen.values())) == []
