@@ -37,8 +37,12 @@ def node_problem(node_config, num_clients: int | None = None) -> str | None:
     return None
 
 
-def roll_call(grid: Grid, num_clients: int, wait_s: float) -> dict[int, int]:
-    """{client id: node id} of the connected SuperNodes, after waiting up to `wait_s` for all to join."""
+def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> tuple[dict[int, int], set[int]]:
+    """({client id: node id}, nodes that answered) after waiting up to `wait_s` for all SuperNodes to join.
+
+    Each node answers from a fresh ClientApp process (Flower starts one per message), so
+    replies get `reply_s` (the round timeout), like any round's.
+    """
     deadline = time.monotonic() + wait_s
     nodes = sorted(grid.get_node_ids())
     while len(nodes) < num_clients and time.monotonic() < deadline:
@@ -47,18 +51,23 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float) -> dict[int, int]:
     if len(nodes) < num_clients:
         log.warning("%d of %d SuperNodes connected after %.0f s; the missing clients count as failures until "
                     "their SuperNodes join", len(nodes), num_clients, wait_s)
-    node_of_client = ask(grid, nodes, num_clients, wait_s)
+    node_of_client, answered = ask(grid, nodes, num_clients, reply_s)
     log.info("SuperNodes ready: %d of %d clients (%s)", len(node_of_client), num_clients,
              ", ".join(f"{c}->{n}" for c, n in sorted(node_of_client.items())))
-    return node_of_client
+    return node_of_client, answered
 
 
-def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> dict[int, int]:
-    """Ask `nodes` for their partition ids: {client id: node id} of those that answered well."""
+def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
+    """Ask `nodes` for their partition ids: ({client id: node id} of good answers, nodes that answered)."""
     content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
     messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
     node_of_client: dict[int, int] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout) if messages else []:
+    replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
+    answered = {reply.metadata.src_node_id for reply in replies}
+    for node in sorted(set(nodes) - answered):
+        log.warning("SuperNode %d did not answer the roll call within %.0f s; asked again after the next round",
+                    node, timeout)
+    for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("SuperNode %d did not answer the roll call: %s", node, reply.error.reason)
@@ -73,28 +82,29 @@ def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> dict[
                         node_of_client[cid])
             continue
         node_of_client[cid] = node
-    return node_of_client
+    return node_of_client, answered
 
 
 class LateJoiners:
-    """After each round, ask SuperNodes that joined since the last roll call for their partition ids.
+    """After each round, ask SuperNodes that have not answered yet (joined late, or slow) for their partitions.
 
-    A client whose node left (or never came) is taken over by a newly joined node that
+    A client whose node left (or never came) is taken over by a newly answering node that
     holds its partition; nodes that answered once are not asked again.
     """
 
-    def __init__(self, grid: Grid, node_of_client: dict[int, int], num_clients: int, timeout: float):
-        self.grid, self.node_of_client = grid, node_of_client
+    def __init__(self, grid: Grid, node_of_client: dict[int, int], answered: set[int], num_clients: int,
+                 timeout: float):
+        self.grid, self.node_of_client, self.answered = grid, node_of_client, set(answered)
         self.num_clients, self.timeout = num_clients, timeout
-        self.asked = set(grid.get_node_ids())
 
     def __call__(self) -> None:
         connected = set(self.grid.get_node_ids())
-        new = sorted(connected - self.asked)
+        new = sorted(connected - self.answered)
         if not new:
             return
-        self.asked |= set(new)
-        for cid, node in ask(self.grid, new, self.num_clients, self.timeout).items():
+        found, answered = ask(self.grid, new, self.num_clients, self.timeout)
+        self.answered |= answered
+        for cid, node in found.items():
             if self.node_of_client.get(cid) not in connected:
                 log.info("SuperNode %d joined late: it is client %d from the next round", node, cid)
                 self.node_of_client[cid] = node

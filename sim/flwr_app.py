@@ -119,7 +119,8 @@ def serve(grid: Grid, context: Context) -> Path:
     del data
     num_rounds = int(cfg.num_rounds)
     if deployment:
-        nodes = roll_call(grid, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)))
+        nodes, answered = roll_call(grid, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)),
+                                    float(cfg.round_timeout))
         max_packs = int(cfg.num_clients)  # one client per message: each SuperNode is one client
     else:
         nodes = _wait_for_nodes(grid, 1, NODE_WAIT_S)
@@ -128,7 +129,7 @@ def serve(grid: Grid, context: Context) -> Path:
     with RoundProgress(num_rounds, done) as progress:
         on_round = progress.update
         if deployment:
-            late = LateJoiners(grid, nodes, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)))
+            late = LateJoiners(grid, nodes, answered, int(cfg.num_clients), float(cfg.round_timeout))
 
             def on_round(server_round: int, central_acc: float | None) -> None:
                 progress.update(server_round, central_acc)
