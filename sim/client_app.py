@@ -146,6 +146,12 @@ def evaluate_pack(data: ClientData, arrays: ArrayRecord, config: ConfigRecord) -
     )
 
 
+def client_data(handle, msg: Message, context: Context) -> ClientData:
+    """The arrays behind `handle`; a handle that loads them itself (`for_message`) gets the message and node."""
+    for_message = getattr(handle, "for_message", None)
+    return for_message(msg.content["config"], context) if for_message else handle.get()
+
+
 def build_client_app(handle: DataHandle, mods=()) -> ClientApp:
     """A ClientApp whose tasks read the data behind `handle`; `mods` wrap training (client-side DP clipping)."""
     app = ClientApp()
@@ -155,8 +161,8 @@ def build_client_app(handle: DataHandle, mods=()) -> ClientApp:
         if "client-rule" in msg.content["config"]:  # an algorithm of sim.algorithms (or your own)
             from sim.algorithms.client import train_message
 
-            return Message(content=train_message(handle.get(), msg.content), reply_to=msg)
-        state, metrics = train_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+            return Message(content=train_message(client_data(handle, msg, context), msg.content), reply_to=msg)
+        state, metrics = train_pack(client_data(handle, msg, context), msg.content["arrays"], msg.content["config"])
         content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         return Message(content=content, reply_to=msg)
 
@@ -165,9 +171,9 @@ def build_client_app(handle: DataHandle, mods=()) -> ClientApp:
         if "client-rule" in msg.content["config"]:  # a personalised algorithm: personal models too
             from sim.algorithms.client import evaluate_message
 
-            metrics = evaluate_message(handle.get(), msg.content)
+            metrics = evaluate_message(client_data(handle, msg, context), msg.content)
             return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
-        metrics = evaluate_pack(handle.get(), msg.content["arrays"], msg.content["config"])
+        metrics = evaluate_pack(client_data(handle, msg, context), msg.content["arrays"], msg.content["config"])
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
     return app

@@ -97,6 +97,70 @@ def _start_point(cfg: DictConfig, run_dir: Path, writer: HistoryWriter, resume: 
     return done, checkpoint["arrays"], checkpoint
 
 
+def load_data(cfg: DictConfig):
+    """Steps 1 and 2: (config as the data has it, the data set, its partition across `num_clients`).
+
+    The returned config is a new one whose `dataset` node holds the loaded data's shape,
+    classes, statistics and name (`sim.data_spec.with_data`); `cfg` itself is not changed.
+    """
+    data = load_dataset(cfg.dataset, int(cfg.seed))
+    cfg = with_data(cfg, data)
+    return cfg, data, make_partition(cfg, data)
+
+
+def central_evaluator(cfg: DictConfig, data) -> CentralEvaluator | None:
+    """The server's evaluation of the global model on the test set (None when switched off)."""
+    if cfg.central_eval_every <= 0:
+        return None
+    return CentralEvaluator(
+        lambda: build_model(model_spec(cfg)), data.test_images, data.test_labels,
+        list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
+        device=str(cfg.resources.server_device),
+    )
+
+
+def make_strategy(cfg: DictConfig, partition, recorder: RoundRecorder, max_packs: int, done: int,
+                  checkpoint: dict | None, run_dir: Path):
+    """Step 5: the configured strategy over the seeded round plan, checkpointing into `run_dir`."""
+    planner = RoundPlanner(
+        num_clients=int(cfg.num_clients), clients_per_round=int(cfg.clients_per_round),
+        eval_clients_per_round=int(cfg.eval_clients_per_round), seed=int(cfg.seed),
+        train_sizes=partition.train_sizes(), val_sizes=partition.val_sizes(),
+        max_packs=max_packs, packable=bool(cfg.strategy.get("packable", False)), round_offset=done,
+    )
+    strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
+    if checkpoint is not None:
+        restore_strategy_state(strategy, checkpoint["strategy"])
+    if hasattr(strategy, "prepare_run"):  # client state in the run dir, a privacy ledger restored
+        strategy.prepare_run(run_dir)
+    recorder.writer.add_columns(tuple(getattr(strategy, "history_columns", ())))  # an algorithm's own columns
+    every, num_rounds = int(cfg.checkpoint_every), int(cfg.num_rounds)
+    if every > 0:
+
+        def checkpoint_if_due(server_round: int, arrays: ArrayRecord) -> None:
+            if server_round % every == 0 or server_round == num_rounds:
+                save_checkpoint(run_dir, server_round, arrays, strategy)
+
+        recorder.checkpoint = checkpoint_if_due
+    return strategy
+
+
+def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trackers: Trackers | None = None) -> float | None:
+    """Step 7: summary.json and curves.png beside history.csv (and to `trackers`); returns the final central accuracy."""
+    history = pd.read_csv(run_dir / "history.csv")
+    manifest = str(partition.path) if partition.path else None
+    summary = summarize(history, time.perf_counter() - started, manifest)
+    summary["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)  # as read from the data
+    write_json_atomic(run_dir / "summary.json", summary)
+    plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
+    if trackers is not None:
+        plot = report_paths(partition.path)[1] if partition.path else None  # the partition's label plot
+        trackers.log_summary(summary, [run_dir / "curves.png", run_dir / "summary.json", plot])
+    log.info("final central accuracy: %s", summary["final_central_acc"])
+    log.info("results in: %s", run_dir)
+    return summary["final_central_acc"]
+
+
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,22 +176,13 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
     started = time.perf_counter()
     log.info("run directory: %s", run_dir)
 
-    # 1. data
-    data = load_dataset(cfg.dataset, int(cfg.seed))
-    cfg = with_data(cfg, data)  # a new config: shape, classes, mean/std and name as the data has them
-    # 2. partition
-    partition = make_partition(cfg, data)
+    # 1. data, 2. partition (cfg becomes a new config holding the data's shape, classes, stats and name)
+    cfg, data, partition = load_data(cfg)
     # 3. model
     writer = HistoryWriter(run_dir / "history.csv")
     done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)
     trackers.replay(run_dir / "history.csv")  # a resume: rounds the trackers missed (they skip the rest)
-    central = None
-    if cfg.central_eval_every > 0:
-        central = CentralEvaluator(
-            lambda: build_model(model_spec(cfg)), data.test_images, data.test_labels,
-            list(cfg.dataset.mean), list(cfg.dataset.std), int(cfg.client.eval_batch_size),
-            device=str(cfg.resources.server_device),
-        )
+    central = central_evaluator(cfg, data)
     num_rounds = int(cfg.num_rounds)
     with RoundProgress(num_rounds, done) as progress:
         recorder = RoundRecorder(
@@ -143,26 +198,7 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
             log.info("clients running at once: %d", workers)
             # 5. strategy
             packable = bool(cfg.strategy.get("packable", False))
-            planner = RoundPlanner(
-                num_clients=int(cfg.num_clients), clients_per_round=int(cfg.clients_per_round),
-                eval_clients_per_round=int(cfg.eval_clients_per_round), seed=int(cfg.seed),
-                train_sizes=partition.train_sizes(), val_sizes=partition.val_sizes(),
-                max_packs=workers, packable=packable, round_offset=done,
-            )
-            strategy = instantiate(cfg.strategy, _partial_=True)(planner=planner, observer=recorder)
-            if checkpoint is not None:
-                restore_strategy_state(strategy, checkpoint["strategy"])
-            if hasattr(strategy, "prepare_run"):  # client state in the run dir, a privacy ledger restored
-                strategy.prepare_run(run_dir)
-            writer.add_columns(tuple(getattr(strategy, "history_columns", ())))
-            every = int(cfg.checkpoint_every)
-            if every > 0:
-
-                def checkpoint_if_due(server_round: int, arrays: ArrayRecord) -> None:
-                    if server_round % every == 0 or server_round == num_rounds:
-                        save_checkpoint(run_dir, server_round, arrays, strategy)
-
-                recorder.checkpoint = checkpoint_if_due
+            strategy = make_strategy(cfg, partition, recorder, workers, done, checkpoint, run_dir)
             # 6. simulate
             if done < num_rounds:
                 remove_message_pickup_floor()  # messages and replies move as soon as they exist
@@ -181,14 +217,4 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
                 except RunStopped as stop:  # a privacy budget: one line, then the summary as usual
                     log.warning("%s", stop)
     # 7. save
-    history = pd.read_csv(run_dir / "history.csv")
-    manifest = str(partition.path) if partition.path else None
-    summary = summarize(history, time.perf_counter() - started, manifest)
-    summary["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)  # as read from the data
-    write_json_atomic(run_dir / "summary.json", summary)
-    plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
-    plot = report_paths(partition.path)[1] if partition.path else None  # the partition's label plot
-    trackers.log_summary(summary, [run_dir / "curves.png", run_dir / "summary.json", plot])
-    log.info("final central accuracy: %s", summary["final_central_acc"])
-    log.info("results in: %s", run_dir)
-    return summary["final_central_acc"]
+    return save_results(cfg, run_dir, partition, started, trackers)

@@ -146,6 +146,30 @@ class RoundRecorder:
             )
 
 
+def run_strategy(
+    grid: Grid,
+    strategy,
+    initial_arrays: ArrayRecord,
+    recorder: RoundRecorder,
+    num_rounds: int,
+    train_config: ConfigRecord,
+    evaluate_config: ConfigRecord,
+    round_timeout: float,
+) -> None:
+    """Run `strategy` on `grid` for `num_rounds` with `recorder` as evaluate_fn (any ServerApp's main)."""
+    set_reply_poll_interval(grid, REPLY_POLL_S)  # Flower's in-memory grid polls every 0.1 s
+    recorder.start()
+    strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays,
+        num_rounds=num_rounds,
+        timeout=round_timeout,
+        train_config=train_config,
+        evaluate_config=evaluate_config,
+        evaluate_fn=recorder,
+    )
+
+
 def build_server_app(
     strategy,
     initial_arrays: ArrayRecord,
@@ -160,16 +184,6 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        set_reply_poll_interval(grid, REPLY_POLL_S)  # Flower's in-memory grid polls every 0.1 s
-        recorder.start()
-        strategy.start(
-            grid=grid,
-            initial_arrays=initial_arrays,
-            num_rounds=num_rounds,
-            timeout=round_timeout,
-            train_config=train_config,
-            evaluate_config=evaluate_config,
-            evaluate_fn=recorder,
-        )
+        run_strategy(grid, strategy, initial_arrays, recorder, num_rounds, train_config, evaluate_config, round_timeout)
 
     return app

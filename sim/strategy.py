@@ -84,15 +84,24 @@ class VirtualClients:
         if not template or not packs:
             return []
         nodes = sorted(grid.get_node_ids())
-        deadline = time.monotonic() + NODE_WAIT_S  # Flower registers the supernodes after the ServerApp
-        while len(nodes) < len(packs) and time.monotonic() < deadline:  # starts: a resumed run (no round 0)
-            time.sleep(0.01)  # can reach round 1 first
-            nodes = sorted(grid.get_node_ids())
+        node_of_client = getattr(self, "node_of_client", None)  # a deployment: each client is one SuperNode
+        if node_of_client is not None:  # a client whose node is gone is lost at once (a failure), never awaited
+            connected = set(nodes)
+            nodes = [node_of_client.get(p[0], -1 - i) for i, p in enumerate(packs)]
+            nodes = [n if n in connected else -1 - i for i, n in enumerate(nodes)]
+        else:
+            deadline = time.monotonic() + NODE_WAIT_S  # Flower registers the supernodes after the ServerApp
+            while len(nodes) < len(packs) and time.monotonic() < deadline:  # starts: a resumed run (no round 0)
+                time.sleep(0.01)  # can reach round 1 first
+                nodes = sorted(grid.get_node_ids())
         if len(packs) > len(nodes):
             raise RuntimeError(f"{len(packs)} packs of clients but only {len(nodes)} supernodes")
         content, kind = template[0].content, template[0].metadata.message_type
         messages = []
         for node, pack in zip(nodes, packs):
+            if node < 0:
+                self._pack_of_node[node] = pack
+                continue
             config = ConfigRecord(dict(content[self.configrecord_key]))
             config["cids"] = pack
             records = {key: value for key, value in content.items() if key != self.configrecord_key}
@@ -110,6 +119,9 @@ class VirtualClients:
             if msg.has_error():
                 clients += len(pack)
                 failures += len(pack)
+                if getattr(self, "node_of_client", None) is not None:  # a deployment: say which SuperNode failed and why
+                    log.warning("clients %s on SuperNode %d failed: %s", pack, msg.metadata.src_node_id,
+                                msg.error.reason.strip().splitlines()[-1] if msg.error.reason else msg.error.code)
             else:
                 metrics = next(iter(msg.content.metric_records.values()))
                 clients += int(metrics.get("clients", len(pack)))

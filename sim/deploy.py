@@ -1,0 +1,252 @@
+"""`python -m sim.deploy --supernodes N [overrides]`: the experiment on a SuperLink with N SuperNodes.
+
+    python -m sim.deploy --supernodes 3 dataset=synthetic num_rounds=3
+
+Starts, on 127.0.0.1 and on ports free at that moment, one `flower-superlink` and N
+`flower-supernode`s (SuperNode K gets `--node-config "partition-id=K num-partitions=N
+data-dir=<here>"`: it is client K and reads its examples from the partition manifest),
+then submits this project with `flwr run` (run config `overrides=...`, `deployment=true`)
+and shows the rounds as they land in `history.csv`. The run directory is the one
+`python -m sim` would write; the SuperLink's and each SuperNode's log go to its
+`flower/` folder. Every process it started is stopped by pid at the end, on
+error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` (under
+`$FLWR_HOME` when set) for the run's duration. `num_clients` defaults to N (each
+SuperNode is one client), and
+`clients_per_round` / `eval_clients_per_round` to min(their default, N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+import sim  # noqa: F401  (offline environment first)
+from sim.compose import compose_config
+from sim.console import RoundProgress
+from sim.errors import ConfigError
+from sim.flwr_env import PROJECT, flwr_environment, free_port, stop_tree
+
+log = logging.getLogger("sim.deploy")
+EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
+START_TIMEOUT_S = 30.0
+CONNECTION = "sim-deploy"
+
+
+def run_overrides(user: list[str], supernodes: int) -> list[str]:
+    """The user's overrides plus this deployment's defaults for the keys the user left alone."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in user}
+    defaults = compose_config([])
+    extra = []
+    if "num_clients" not in given:
+        extra.append(f"num_clients={supernodes}")
+    for key in ("clients_per_round", "eval_clients_per_round"):
+        if key not in given:
+            extra.append(f"{key}={min(int(defaults[key]), supernodes)}")
+    return [*extra, *user]
+
+
+def check_config(overrides: list[str], supernodes: int):
+    """The validated config and its run directory; ConfigError (one line) when unusable."""
+    from sim.validate import validate
+
+    if supernodes < 1:
+        raise ConfigError(f"--supernodes {supernodes} is not allowed: must be >= 1")
+    cfg = compose_config(overrides, with_hydra=True)
+    validate(cfg)
+    if int(cfg.num_clients) != supernodes:
+        raise ConfigError(
+            f"num_clients={cfg.num_clients} but --supernodes {supernodes}: each SuperNode is one client; "
+            f"set num_clients={supernodes} or --supernodes {cfg.num_clients}"
+        )
+    return cfg, Path(str(cfg.hydra.run.dir))
+
+
+class Deployment:
+    """A SuperLink and SuperNodes on loopback, every process remembered by pid."""
+
+    def __init__(self, supernodes: int, base: Path, logs: Path, env: dict[str, str] | None = None):
+        self.supernodes = supernodes
+        self.base = base
+        self.logs = logs
+        self.port = free_port()
+        self.home = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr") / f"deploy-{self.port}"
+        self.env = flwr_environment(env, flwr_home=self.home)
+        self.procs: list[subprocess.Popen] = []
+        self.nodes: list[subprocess.Popen] = []
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
+        proc = subprocess.Popen(command, cwd=self.base, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # Ctrl-C reaches us only; we stop them in order
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        """SuperLink first (waits for its health endpoint), then the SuperNodes."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        link = self._start("superlink", [
+            "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+            "--disable-runtime-dependency-installation",
+        ])
+        self._wait_healthy(link)
+        for k in range(self.supernodes):
+            self.nodes.append(self.start_supernode(k))
+        log.info("SuperLink 127.0.0.1:%d (pid %d), %d SuperNodes (pids %s)", self.port, link.pid, self.supernodes,
+                 ", ".join(str(p.pid) for p in self.nodes))
+
+    def start_supernode(self, k: int, node_config: str | None = None) -> subprocess.Popen:
+        """SuperNode `k` (client k), with its own Runtime API port."""
+        if node_config is None:
+            node_config = f"partition-id={k} num-partitions={self.supernodes} data-dir={json.dumps(str(self.base))}"
+        return self._start(f"supernode-{k}", [
+            "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
+            "--port", str(free_port()), "--node-config", node_config,
+        ])
+
+    def _wait_healthy(self, link: subprocess.Popen) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if link.poll() is not None:
+                raise RuntimeError(f"flower-superlink exited with code {link.returncode}; see {self.logs}/superlink.log")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=0.5).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"flower-superlink did not answer within {START_TIMEOUT_S:.0f} s; see {self.logs}/superlink.log")
+
+    def submit(self, overrides: list[str]) -> subprocess.Popen:
+        """`flwr run <project> --stream` with the Hydra overrides as run config; its output is piped."""
+        run_config = f"overrides={json.dumps(' '.join(_quote(o) for o in overrides))} deployment=true"
+        proc = subprocess.Popen(
+            ["flwr", "run", str(PROJECT), CONNECTION, "--stream", "--run-config", run_config],
+            cwd=self.base, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        """Stop every process started here (and their children: flwr-serverapp, flwr-clientapp) by pid."""
+        for proc in reversed(self.procs):
+            try:
+                stop_tree(psutil.Process(proc.pid), timeout=5.0)
+            except psutil.NoSuchProcess:
+                pass
+            proc.wait(timeout=10)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _quote(override: str) -> str:
+    """An override as one shell word (sim.compose splits the string like a shell)."""
+    import shlex
+
+    return shlex.quote(override)
+
+
+def _follow(proc: subprocess.Popen, sink) -> threading.Thread:
+    """Copy `proc`'s output lines to `sink` (the console) as they come."""
+    def pump() -> None:
+        for line in proc.stdout:
+            sink(line.rstrip("\n"))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def _latest(history: Path) -> tuple[int, float | None]:
+    """(last finished round, its central accuracy or None) from a growing history.csv."""
+    try:
+        lines = history.read_text().splitlines()
+    except OSError:
+        return 0, None
+    if len(lines) < 2:
+        return 0, None
+    header, last = lines[0].split(","), lines[-1].split(",")
+    row = dict(zip(header, last))
+    acc = row.get("central_acc") or None
+    return int(row["round"]), (float(acc) if acc else None)
+
+
+def deploy(supernodes: int, user_overrides: list[str], base: Path) -> Path:
+    """Run the experiment on a fresh deployment; returns the run directory (raises on failure)."""
+    overrides = run_overrides(user_overrides, supernodes)
+    cfg, run_dir = check_config(overrides, supernodes)
+    run_dir = (base / run_dir).resolve()
+    overrides = [*overrides, f"hydra.run.dir={run_dir}"]
+    deployment = Deployment(supernodes, base, logs=run_dir / "flower")
+    try:
+        deployment.start()
+        print(f"run directory: {run_dir}", flush=True)
+        submit = deployment.submit(overrides)
+        history, num_rounds = run_dir / "history.csv", int(cfg.num_rounds)
+        with RoundProgress(num_rounds) as progress:
+            pump = _follow(submit, lambda line: progress._progress.console.print(line, markup=False, highlight=False))
+            while submit.poll() is None and not (run_dir / "summary.json").exists():
+                progress.update(*_latest(history))
+                time.sleep(0.3)
+            progress.update(*_latest(history))
+            pump.join(timeout=2)
+        if not (run_dir / "summary.json").exists():
+            raise RuntimeError(f"the run ended without summary.json; finished rounds are in {history}")
+        print(f"results in: {run_dir}", flush=True)
+        return run_dir
+    finally:
+        deployment.stop()
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that `deploy`'s cleanup runs."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim.deploy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--supernodes", type=int, required=True, help="SuperNodes to start (one client each)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m sim")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[sim.deploy] %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        deploy(args.supernodes, list(args.overrides), Path.cwd())
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, Terminated) as stop:
+        name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+        print(f"interrupted by {name}: every SuperLink and SuperNode process started here was stopped; "
+              "finished rounds, if any, are in history.csv", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

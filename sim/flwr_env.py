@@ -1,0 +1,78 @@
+"""Flower's processes for `flwr run`, kept offline, contained and stoppable by pid.
+
+- `flwr_environment`: `FLWR_HOME` inside the project (`.flwr/`, git-ignored) unless the
+  caller set one, no run-time dependency installs, no telemetry or update checks, and the
+  venv's `bin/` first on PATH so `flwr` finds `flower-superlink`.
+- `free_port`: a loopback port nobody listens on now (tests and deployments run side by side).
+- `local_superlinks`: the SuperLinks `flwr run` started detached for one `FLWR_HOME`
+  (found by their log file inside it, never by name alone), and `stop_tree` to end a
+  process and everything below it by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+
+from sim import OFFLINE_ENVIRONMENT
+
+PROJECT = Path(__file__).resolve().parents[1]
+QUIET_FLOWER = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # nothing is installed at run time
+    "FLWR_DISABLE_UPDATE_CHECK": "1",  # no version check against pypi.org
+}
+
+
+def flwr_environment(base: dict[str, str] | None = None, flwr_home: Path | None = None) -> dict[str, str]:
+    """An environment for `flwr`, `flower-superlink` and `flower-supernode` subprocesses."""
+    env = dict(os.environ if base is None else base)
+    for key, value in {**OFFLINE_ENVIRONMENT, **QUIET_FLOWER}.items():
+        env.setdefault(key, value)
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    env.setdefault("FLWR_HOME", str(PROJECT / ".flwr"))
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
+    return env
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free at this moment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def local_superlinks(flwr_home: Path) -> list[psutil.Process]:
+    """The `flower-superlink` processes that `flwr run` started for `flwr_home` (its log file is inside)."""
+    marker = str(Path(flwr_home) / "local-superlink")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any("flower-superlink" in part for part in cmdline[:3]) and any(marker in part for part in cmdline):
+            found.append(proc)
+    return found
+
+
+def stop_tree(proc: psutil.Process, timeout: float = 10.0) -> None:
+    """SIGTERM `proc` and all its descendants (by pid), then SIGKILL whatever is left after `timeout`."""
+    try:
+        family = [*proc.children(recursive=True), proc]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
