@@ -174,6 +174,9 @@ def _main(grid: Grid, context: Context) -> None:
 
 
 client_app = build_client_app(ConfigData())
+# Flower's vce engine imports this module (for the ClientApp) before its pickup thread starts:
+# the shim must be in place by then for messages to move as soon as they exist.
+remove_message_pickup_floor()
 
 
 @client_app.query()
