@@ -62,7 +62,7 @@ def test_sigterm_keeps_history_stops_ray_and_exits_143(tmp_path, data_dir):
 def straight_history(tmp_path_factory, data_dir) -> pd.DataFrame:
     """The history of an uninterrupted run of ARGS: what every resumed run must end with."""
     straight = tmp_path_factory.mktemp("straight")
-    result = run_cli([*ARGS, f"dataset.data_dir={data_dir}"], cwd=straight)
+    result = run_cli([*ARGS, f"dataset.data_dir={data_dir}"], cwd=straight, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     (straight_dir,) = run_dirs(straight)
     return pd.read_csv(straight_dir / "history.csv")[METRICS]
