@@ -332,7 +332,7 @@ def test_resume_continues_the_same_tracker_runs_without_duplicate_steps(tmp_path
     returncode, run_dir, _ = interrupt_at_round(tmp_path, args, signal.SIGINT, 2)
     assert returncode == 130
     before = json.loads((run_dir / STATE_FILE).read_text())
-    result = run_cli([f"resume={run_dir}"], cwd=tmp_path)
+    result = run_cli([f"resume={run_dir}"], cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     after = json.loads((run_dir / STATE_FILE).read_text())
     assert all(after[k]["run_id"] == before[k]["run_id"] for k in ("mlflow", "wandb"))

@@ -53,6 +53,11 @@ class Trackers:
         return bool(self._trackers)
 
     @property
+    def names(self) -> list[str]:
+        """The trackers still running (a failed one is dropped)."""
+        return list(self._trackers)
+
+    @property
     def state(self) -> dict[str, dict[str, Any]]:
         """Each tracker's saved state (run id, last round logged, seconds spent per kind of event)."""
         return self._state
@@ -209,7 +214,7 @@ def open_trackers(cfg, run_dir: Path, resume: bool) -> Iterator[Trackers]:
     """The run's trackers, started; finished on exit (FAILED on an error, KILLED on Ctrl-C)."""
     trackers = Trackers(build_trackers(cfg.get("logger")), Path(run_dir) / STATE_FILE)
     if trackers:
-        log.info("trackers: %s", ", ".join(trackers._trackers))
+        log.info("trackers: %s", ", ".join(trackers.names))
         trackers.start(run_info(cfg, run_dir, resume))
     status = "FAILED"
     try:
