@@ -4,7 +4,10 @@
 extracted to disk); a single top-level folder wrapping `train/` and `test/` is allowed. Class
 index = position of the folder name in sorted order, and train and test must have the same
 classes. Samples are ordered by (split, class, file name), so the result does not depend on the
-order of files in the archive. Every problem is one `DataError` that names the file.
+order of files in the archive. Channels and image size are inferred unless set (1 channel
+when every image is grayscale; the images' common square size), and a set size resizes when
+`dataset.resize` allows it (`decode_images`, shared with the Hugging Face reader). Every
+problem is one `DataError` that names the file or the key to set.
 """
 
 from __future__ import annotations
@@ -84,19 +87,13 @@ def decode_images(
     A first pass reads only the headers to infer channels and size (see `read_image_folder`);
     every error names the image (`where`) and the key to set.
     """
-    headers = []
-    for where, data in items:
-        try:
-            image = Image.open(io.BytesIO(data))  # reads the header only
-        except Exception as exc:  # Pillow raises many types on damaged files
-            raise DataError(f"cannot read image {where} ({exc})") from exc
-        headers.append(image)
+    headers = [_open(data, where) for where, data in items]  # (mode, size): the headers only
     if channels is None:
-        channels = 1 if all(image.mode in GRAY_MODES for image in headers) else 3
+        channels = 1 if all(mode in GRAY_MODES for mode, _ in headers) else 3
     if image_size is None:
         sizes = {}
-        for (where, _), image in zip(items, headers):
-            sizes.setdefault(image.size, where)
+        for (where, _), (_, size) in zip(items, headers):
+            sizes.setdefault(size, where)
         (width, height), where = next(iter(sizes.items()))
         if len(sizes) > 1 or width != height:
             shown = ", ".join(f"{w}x{h} ({at})" for (w, h), at in list(sizes.items())[:2])
@@ -106,9 +103,18 @@ def decode_images(
             )
         image_size = width
     out = np.empty((len(items), image_size, image_size, channels), dtype=np.uint8)
-    for i, ((where, _), image) in enumerate(zip(items, headers)):
-        out[i] = _decode(image, where, MODES[channels], image_size, resize)
+    for i, (where, data) in enumerate(items):
+        out[i] = _decode(Image.open(io.BytesIO(data)), where, MODES[channels], image_size, resize)
     return out
+
+
+def _open(data: bytes, where: str) -> tuple[str, tuple[int, int]]:
+    """(mode, (width, height)) of an encoded image, from its header."""
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Exception as exc:  # Pillow raises many types on damaged files
+        raise DataError(f"cannot read image {where} ({exc})") from exc
+    return image.mode, image.size
 
 
 def _decode(image: Image.Image, where: str, mode: str, size: int, resize: bool) -> np.ndarray:
