@@ -52,6 +52,7 @@ class ClientStateStore:
         self._cache: OrderedDict[int, tuple[int, State, bool]] = OrderedDict()  # cid -> (round, state, dirty)
         self._cached_bytes = 0
         self._written: set[int] = set()  # clients given a file since the last commit
+        self._dirty: set[int] = set()  # clients whose newest state is only in memory
 
     # ---- reading and writing states -------------------------------------------------
 
@@ -90,10 +91,11 @@ class ClientStateStore:
 
     def commit(self) -> None:
         """Write every state held only in memory; older committed versions are deleted."""
-        for cid, (made, state, dirty) in self._cache.items():
-            if dirty:
-                self._write(cid, made, state)
-                self._cache[cid] = (made, state, False)
+        for cid in self._dirty:  # the clients stored since the last commit, not every cached one
+            made, state, _ = self._cache[cid]
+            self._write(cid, made, state)
+            self._cache[cid] = (made, state, False)
+        self._dirty = set()
         for cid in self._written:
             rounds = self._disk[cid]
             for old in rounds[:-1]:
@@ -115,7 +117,7 @@ class ClientStateStore:
         self.memory_bytes = saved["memory_bytes"]
         self.committed = self.round = saved["committed"]
         self._disk = {int(c): list(r) for c, r in saved["disk"].items()}
-        self._cache, self._cached_bytes, self._written = OrderedDict(), 0, set()
+        self._cache, self._cached_bytes, self._written, self._dirty = OrderedDict(), 0, set(), set()
         self._prune_after(self.committed)
 
     def _prune_after(self, last_round: int) -> None:
@@ -135,11 +137,14 @@ class ClientStateStore:
             self._cached_bytes -= state_bytes(old[1])
         self._cache[cid] = (made, state, dirty)
         self._cached_bytes += state_bytes(state)
+        if dirty:
+            self._dirty.add(cid)
         while self._cached_bytes > self.memory_bytes and len(self._cache) > 1:
             out, (out_round, out_state, out_dirty) = self._cache.popitem(last=False)
             self._cached_bytes -= state_bytes(out_state)
             if out_dirty:
                 self._write(out, out_round, out_state)
+                self._dirty.discard(out)
 
     def _path(self, cid: int, made: int) -> Path:
         return self.directory / f"{cid}.{made}.npz"
