@@ -108,9 +108,10 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
     def _attach(self, messages: Iterable[Message], extras: dict[str, Arrays], with_state: bool) -> list[Message]:
         messages = list(messages)
         store = self._store()
+        shared = {f"{SERVER_PREFIX}{name}": to_record(arrays) for name, arrays in extras.items()}  # built once
         for msg in messages:
-            for name, arrays in extras.items():
-                msg.content[f"{SERVER_PREFIX}{name}"] = to_record(arrays)
+            for key, record in shared.items():
+                msg.content[key] = record
             if with_state:
                 for cid in msg.content[self.configrecord_key]["cids"]:
                     state = store.get(cid)
