@@ -86,7 +86,7 @@ def local_sgd(
     Returns (example-weighted mean loss, number of steps).
     """
     model.train()
-    loss_sum, seen, steps = 0.0, 0, 0
+    loss_sum, seen, steps = None, 0, 0
     for batch in task.batches():
         loss = task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -95,10 +95,11 @@ def local_sgd(
             adjust()
         optimizer.step()
         size = batch_size(batch, task.num_examples)
-        loss_sum += float(loss.detach()) * size
+        weighted = loss.detach().double() * size  # summed on the device: no sync per step
+        loss_sum = weighted if loss_sum is None else loss_sum + weighted
         seen += size
         steps += 1
-    return loss_sum / max(seen, 1), steps
+    return (float(loss_sum) / seen if seen else 0.0), steps
 
 
 def batch_size(batch: object, default: int) -> int:
