@@ -6,6 +6,7 @@
     python -m sim -m client.lr=0.01,0.05 seed=0,1   # a sweep under results/multirun/
 """
 
+import os
 import shutil
 import sys
 from contextlib import suppress
@@ -17,6 +18,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
+
+# A W&B service inherited from the process that launched us (a notebook, a test) is not this
+# run's: sharing it would outlive a killed run and hold its run id; logger=wandb starts its own.
+os.environ.pop("WANDB_SERVICE", None)
 from sim.data import DataError
 from sim.sweep import FAILED_JOBS
 from sim.errors import RunAborted

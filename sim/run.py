@@ -164,12 +164,13 @@ def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trac
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    spared = child_pids()  # children from before this run are not its to kill (a tracker's service is)
     with open_trackers(cfg, run_dir, resume) as trackers:  # finished (or marked failed) on the way out
-        return simulate(cfg, run_dir, resume, trackers)
+        return simulate(cfg, run_dir, resume, trackers, spared)
 
 
-def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -> float | None:
-    """The recipe of `run`, its rows and results also going to `trackers`."""
+def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers, spared: set[int]) -> float | None:
+    """The recipe of `run`, its rows and results also going to `trackers`; a signal spares the `spared` pids."""
     from flwr.simulation import run_simulation
 
     quiet_libraries(cfg.verbose)
@@ -190,7 +191,6 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers) -
             max_failed_rounds=int(cfg.max_failed_rounds), round_offset=done, on_row=trackers.log_round,
         )
         # 4. ray
-        spared = child_pids()  # children from before Ray starts are not the run's to kill
         with ray_session(cfg.resources, cfg.verbose), interruptible(writer.lock, spared):
             handle = DataHandle.share(ClientData.from_parts(data.train_images, data.train_labels, partition))
             del data  # the train arrays now live in Ray's object store; the driver keeps the test set
