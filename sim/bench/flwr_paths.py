@@ -1,6 +1,6 @@
 """`python -m sim.bench.flwr_paths`: one workload three ways, side by side in one run.
 
-    python -m sim.bench.flwr_paths --dataset-path ../shared/cifar10/cifar10-jpeg.tar.gz --rounds 5
+    python -m sim.bench.flwr_paths --dataset-path /path/to/cifar10.tar.gz --rounds 5
     python -m sim.bench.flwr_paths --quick                      # synthetic data, seconds per round
 
 On the same data, partition, seed and overrides (default workload: cross-silo, 10
