@@ -32,6 +32,9 @@ The shims:
 4. **Partition map** (`partitioner_index_map`): flwr-datasets partitioners keep their
    whole `partition_id -> indices` map in `_partition_id_to_indices`; reading it at once
    is much faster than `load_partition` per client.
+5. **Ray's CPU count** (`ray_cpu_count`): the CPUs `ray.init(num_cpus=None)` registers
+   (Ray's own count, cgroup limits included), so validation refuses a `client_cpus` no
+   private Ray could host before Ray starts.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ PINNED_SOURCES = {
     # shim 2: called as is
     "flwr.simulation.ray_transport.ray_actor:pool_size_from_resources":
         "dec698571d396dc89c376d2d7e921ddb4de247f23b8cb2945881ff60403b3aa5",
+    # shim 5: called as is (Ray 2.55.1)
+    "ray._private.utils:get_num_cpus":
+        "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
     # shim 4: fill `_partition_id_to_indices` and read it as positions into `.dataset`
     "flwr_datasets.partitioner.dirichlet_partitioner:DirichletPartitioner._determine_partition_id_to_indices_if_needed":
         "ed2eef9036f744fc118aa9762c6fb581e5617eb4a8f93089aaf19e38c7d5116b",
@@ -327,6 +333,18 @@ def actor_pool_size(client_resources: dict[str, float]) -> int:
     from flwr.simulation.ray_transport.ray_actor import pool_size_from_resources
 
     return pool_size_from_resources(client_resources)
+
+
+def ray_cpu_count() -> float:
+    """CPUs a private Ray instance would register here (Ray's own count, cgroup limits included)."""
+    try:
+        from ray._private.utils import get_num_cpus  # what ray.init(num_cpus=None) uses
+
+        return float(get_num_cpus())
+    except (ImportError, AttributeError):  # another Ray version: the plain count
+        import os
+
+        return float(os.cpu_count() or 1)
 
 
 # --- shim 3: reply poll interval ----------------------------------------------------------

@@ -15,7 +15,6 @@ and `+foo=1` adds a key that nothing reads.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sim.config_rules import (
     BELOW_ONE, BOOL, FRACTION, MIN_IMAGE_SIZE, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
 )
 from sim.errors import ConfigError
+from sim.flower_internals import ray_cpu_count
 from sim.partition import SCHEME_PARAMS
 from sim.tracking.checks import LOGGER_RULES, check_logger
 
@@ -114,16 +114,6 @@ def _gpu_visible() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def ray_cpu_count() -> float:
-    """CPUs a private Ray instance would register here (Ray's own count, cgroup limits included)."""
-    try:
-        from ray._private.utils import get_num_cpus  # what ray.init(num_cpus=None) uses
-
-        return float(get_num_cpus())
-    except (ImportError, AttributeError):  # another Ray version: the plain count
-        return float(os.cpu_count() or 1)
 
 
 def train_set_size(cfg: DictConfig) -> int | None:

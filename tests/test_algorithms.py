@@ -27,15 +27,7 @@ from sim.sampling import RoundPlanner
 DIM = 3
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Flower's runtime names the running task before messages are built; do the same here."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 class Grid:

@@ -14,14 +14,7 @@ from sim.strategy import FedAvg
 CLIENTS, PER_ROUND, SIGMA, DELTA = 20, 4, 1.1, 1e-5
 
 
-@pytest.fixture(autouse=True)
-def task_identity():
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 
 
 class Grid:

@@ -24,7 +24,8 @@ from conftest import CONF_DIR, REPO, TINY, compose_config, run_cli
 from sim.config_rules import MIN_IMAGE_SIZE
 from sim.errors import ConfigError
 from sim.partition import PartitionError, partition_labels
-from sim.validate import ray_cpu_count, train_set_size, validate
+from sim.flower_internals import ray_cpu_count
+from sim.validate import train_set_size, validate
 
 CIFAR10_LABELS = np.repeat(np.arange(10), 5000)  # CIFAR-10's train labels: 5,000 of each class
 
