@@ -23,10 +23,10 @@ import sim  # noqa: F401  (switches off telemetry before flwr/ray are imported)
 # run's: sharing it would outlive a killed run and hold its run id; logger=wandb starts its own.
 os.environ.pop("WANDB_SERVICE", None)
 from sim.data import DataError
-from sim.sweep import FAILED_JOBS
+from sim.run.sweep import FAILED_JOBS
 from sim.errors import RunAborted
-from sim.process_memory import limit_malloc_arenas, release_freed_memory
-from sim.validate import ConfigError, validate
+from sim.run.process_memory import limit_malloc_arenas, release_freed_memory
+from sim.config.validate import ConfigError, validate
 
 USER_ERRORS = (ConfigError, DataError)  # bad input: one line, exit code 2
 EXIT_BAD_INPUT = 2
@@ -61,7 +61,7 @@ def saved_config(run_dir: Path) -> DictConfig:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Validate, then run the configured simulation; return the final central accuracy."""
-    from sim.console import quiet_libraries
+    from sim.run.console import quiet_libraries
 
     quiet_libraries(cfg.get("verbose") is True)  # before flwr and ray are imported and log
     hydra_cfg = HydraConfig.get()
@@ -76,9 +76,9 @@ def main(cfg: DictConfig) -> float | None:
         if resume:
             cfg = saved_config(Path(cfg.resume))
             validate(cfg)
-        from sim.run import run
+        from sim.run.recipe import run
 
-        return run(cfg, run_dir, resume=resume)  # Ctrl-C/SIGTERM: see sim/interrupt.py
+        return run(cfg, run_dir, resume=resume)  # Ctrl-C/SIGTERM: see sim/run/interrupt.py
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> float | None:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(EXIT_RUN_ABORTED)
-    except KeyboardInterrupt:  # Ctrl-C outside the rounds (during them, sim/interrupt.py stops the run)
+    except KeyboardInterrupt:  # Ctrl-C outside the rounds (during them, sim/run/interrupt.py stops the run)
         print("interrupted by SIGINT outside the training rounds; finished rounds, if any, are in history.csv",
               file=sys.stderr)
         _remove_if_untouched(run_dir)

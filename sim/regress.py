@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from sim.history import KNOWN_COLUMNS
-from sim.partition_report import atomic_write
+from sim.run.history import KNOWN_COLUMNS
+from sim.partition.report import atomic_write
 from sim.report import UnusableInput, load_runs, read_history
 
 log = logging.getLogger("sim.regress")

@@ -29,8 +29,8 @@ from typing import Sequence
 import pandas as pd
 import yaml
 
-from sim.console import quiet_libraries
-from sim.partition_report import atomic_write
+from sim.run.console import quiet_libraries
+from sim.partition.report import atomic_write
 
 log = logging.getLogger("sim.report")
 

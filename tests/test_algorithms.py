@@ -22,7 +22,7 @@ from sim.algorithms.fednova import FedNova
 from sim.algorithms.fedper import FedPer
 from sim.algorithms.rule import LocalTask, evaluate_reply, train_reply
 from sim.algorithms.scaffold import Scaffold
-from sim.sampling import RoundPlanner
+from sim.federation.sampling import RoundPlanner
 
 DIM = 3
 

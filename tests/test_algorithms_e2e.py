@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, TINY, run_cli, run_dirs
-from sim.history import COLUMNS, TIME_COLUMNS
+from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS] + ["control_norm"]

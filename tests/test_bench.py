@@ -17,7 +17,7 @@ from conftest import TINY, compose_config, run_cli
 from sim.bench.measure import METRIC_COLUMNS
 from sim.bench.reference import run_reference
 from sim.bench.workloads import workload_overrides
-from sim.history import COLUMNS
+from sim.run.history import COLUMNS
 
 pytestmark = pytest.mark.slow
 

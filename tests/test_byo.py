@@ -28,20 +28,20 @@ from flwr.app import ArrayRecord  # noqa: E402
 from torch import nn  # noqa: E402
 
 from conftest import compose_config, run_cli, run_dirs  # noqa: E402
-from sim.client_app import train_pack  # noqa: E402
-from sim.client_data import ClientData  # noqa: E402
+from sim.federation.client_app import train_pack  # noqa: E402
+from sim.federation.client_data import ClientData  # noqa: E402
 from sim.data import DataError, load_dataset, synthetic  # noqa: E402
-from sim.data_spec import with_data  # noqa: E402
+from sim.data.spec import with_data  # noqa: E402
 from sim.models import build_model, model_spec  # noqa: E402
-from sim.partition import partition_labels, split_validation  # noqa: E402
-from sim.run import client_config, initial_model  # noqa: E402
-from sim.training import Normalizer, TrainSettings, train_local  # noqa: E402
+from sim.partition.schemes import partition_labels, split_validation  # noqa: E402
+from sim.run.recipe import client_config, initial_model  # noqa: E402
+from sim.federation.training import Normalizer, TrainSettings, train_local  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
 
 class PoolNet(nn.Module):
-    """A model whose constructor shares no argument with `sim.model.Net`."""
+    """A model whose constructor shares no argument with `sim.models.cnn.Net`."""
 
     def __init__(self, colours: int, n_out: int, hidden: int = 16):
         super().__init__()
@@ -271,8 +271,8 @@ def test_size_and_inner_dirichlet_partitions_equal_flwr_datasets(scheme):
 def test_natural_manifest_is_csr_with_a_floor_validation_split(tmp_path):
     from omegaconf import OmegaConf
 
-    from sim.partition_manifest import load_or_create_partition
-    from sim.partition_natural import natural_partition
+    from sim.partition.manifest import load_or_create_partition
+    from sim.partition.natural import natural_partition
 
     ids = np.random.default_rng(4).integers(0, 30, 500)
     labels = np.random.default_rng(5).integers(0, 3, 500)
@@ -303,7 +303,7 @@ def test_natural_manifest_is_csr_with_a_floor_validation_split(tmp_path):
 ])
 def test_bad_byo_settings_are_one_line_before_any_work(overrides, key):
     from sim.errors import ConfigError
-    from sim.validate import validate
+    from sim.config.validate import validate
 
     with pytest.raises(ConfigError) as info:
         validate(compose_config(overrides))

@@ -8,11 +8,11 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
 
 from conftest import compose_config
-from sim.client_app import build_client_app, evaluate_pack, train_pack
-from sim.client_data import ClientData, DataHandle
+from sim.federation.client_app import build_client_app, evaluate_pack, train_pack
+from sim.federation.client_data import ClientData, DataHandle
 from sim.data import load_dataset
-from sim.partition import partition_labels, split_validation
-from sim.run import client_config, initial_model
+from sim.partition.schemes import partition_labels, split_validation
+from sim.run.recipe import client_config, initial_model
 
 
 @pytest.fixture(scope="module")

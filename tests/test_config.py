@@ -55,7 +55,7 @@ def test_defaults_are_the_documented_run():
     cfg = compose_config()
     assert cfg.dataset.name == "cifar10" and cfg.partition.scheme == "iid"
     assert cfg.num_clients == 100 and cfg.clients_per_round == 10
-    assert cfg.strategy._target_ == "sim.strategy.FedAvg"
+    assert cfg.strategy._target_ == "sim.federation.strategy.FedAvg"
 
 
 def test_gpu_resources_inherit_cpu_settings():

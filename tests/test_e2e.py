@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from conftest import TINY, processes_started_by, run_cli, run_dirs
-from sim.history import COLUMNS, TIME_COLUMNS
+from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]

@@ -1,4 +1,4 @@
-"""The shims over Flower's and flwr-datasets' internals (`sim/flower_internals.py`).
+"""The shims over Flower's and flwr-datasets' internals (`sim/federation/flower_internals.py`).
 
 Each pinned internal must still be the code its shim was written against; the message
 pickup shim is driven through Flower's real LinkState, InMemoryGrid and simulation-engine
@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_dirs
-from sim import flower_internals as fi
-from sim.partition import partition_labels
+from sim.federation import flower_internals as fi
+from sim.partition.schemes import partition_labels
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def fresh_shims(monkeypatch):
 @pytest.mark.parametrize("package", sorted(fi.PINNED_VERSIONS))
 def test_installed_version_is_the_pinned_one(package):
     assert fi.installed_version(package) == fi.PINNED_VERSIONS[package], (
-        f"{package} changed: read the new source of every internal in sim/flower_internals.py, "
+        f"{package} changed: read the new source of every internal in sim/federation/flower_internals.py, "
         "adapt the shims and update PINNED_VERSIONS / PINNED_SOURCES"
     )
 
@@ -76,7 +76,7 @@ def test_other_flower_is_left_alone_with_one_warning(fresh_shims, monkeypatch, c
         monkeypatch.setitem(fi.PINNED_VERSIONS, "flwr", "1.41.0")
     else:
         monkeypatch.setitem(fi.PINNED_SOURCES, name, "0" * 64)
-    with caplog.at_level(logging.WARNING, logger="sim.flower_internals"):
+    with caplog.at_level(logging.WARNING, logger="sim.federation.flower_internals"):
         assert fi.remove_message_pickup_floor() is False
         assert fi.remove_message_pickup_floor() is False
     assert vce_api.add_messages_to_queue is original
@@ -187,7 +187,7 @@ def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch,
     labels = np.random.default_rng(5).integers(0, 4, size=120)
     used = []
     real = fi.partitioner_index_map
-    monkeypatch.setattr("sim.partition.partitioner_index_map", lambda *a: used.append(real(*a)) or used[-1])
+    monkeypatch.setattr("sim.partition.schemes.partitioner_index_map", lambda *a: used.append(real(*a)) or used[-1])
     fast = partition_labels(labels, scheme, 6, seed=2, **params)
     monkeypatch.setitem(fi.PINNED_VERSIONS, "flwr-datasets", "0.0.0")
     monkeypatch.setattr(fi, "_checked", {})
@@ -199,8 +199,8 @@ def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch,
 
 NO_SHIM = """
 import runpy, sys
-import sim.run
-sim.run.remove_message_pickup_floor = lambda: False  # Flower's 0.1 s pickup left as it is
+import sim.run.recipe
+sim.run.recipe.remove_message_pickup_floor = lambda: False  # Flower's 0.1 s pickup left as it is
 sys.argv[0] = "sim"
 runpy.run_module("sim", run_name="__main__", alter_sys=True)
 """

@@ -23,12 +23,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config, run_cli, run_dirs, still_alive
-from sim.compose import absolute_paths, new_run, split_overrides
-from sim.compose import compose_config as compose_for_flwr
-from sim.deploy import check_config, main as deploy_main, run_overrides
-from sim.deployment import node_problem
+from sim.config.compose import absolute_paths, new_run, split_overrides
+from sim.config.compose import compose_config as compose_for_flwr
+from sim.deploy.launcher import check_config, main as deploy_main, run_overrides
+from sim.deploy.roll_call import node_problem
 from sim.errors import ConfigError
-from sim.flwr_env import flwr_environment, free_port, local_superlinks, stop_tree
+from sim.deploy.processes import flwr_environment, free_port, local_superlinks, stop_tree
 
 # 3 clients (one per SuperNode in the deployment), all of them train, one evaluates.
 SMALL = [
@@ -242,8 +242,8 @@ def test_a_deployment_sends_each_client_to_its_node_and_loses_a_gone_one_at_once
     for attribute in ("_task_id", "_run_id", "_node_id"):  # what a ServerApp process has set up
         monkeypatch.setattr(TaskIdentity, attribute, 1)
 
-    from sim.sampling import RoundPlanner
-    from sim.strategy import FedAvg
+    from sim.federation.sampling import RoundPlanner
+    from sim.federation.strategy import FedAvg
 
     sizes = np.full(3, 10)
     planner = RoundPlanner(num_clients=3, clients_per_round=3, eval_clients_per_round=0, seed=0, train_sizes=sizes,

@@ -20,11 +20,11 @@ from flwr.app import ArrayRecord, ConfigRecord
 
 from conftest import TINY, compose_config, run_cli, run_dirs
 from sim.bench import gpu_check
-from sim.client_app import task_device, train_pack
-from sim.client_data import ClientData
+from sim.federation.client_app import task_device, train_pack
+from sim.federation.client_data import ClientData
 from sim.data import load_dataset
-from sim.partition import partition_labels, split_validation
-from sim.run import client_config, initial_model
+from sim.partition.schemes import partition_labels, split_validation
+from sim.run.recipe import client_config, initial_model
 
 NO_GPU = not torch.cuda.is_available()
 needs_no_gpu = pytest.mark.skipif(not NO_GPU, reason="checks the behaviour without a visible GPU")
@@ -126,7 +126,7 @@ def test_nvidia_smi_lines_are_parsed_and_split_per_process():
 @pytest.mark.slow  # starts a private Ray
 def test_clients_at_once_follow_the_gpu_share_and_the_cpus():
     """Flower's pool arithmetic on a Ray told of 1 GPU and 4 CPUs: min(4 / 1, 1 / client_gpus)."""
-    from sim.ray_runtime import concurrency, ray_session
+    from sim.federation.ray_runtime import concurrency, ray_session
 
     expected = {1.0: 1, 0.5: 2, 0.25: 4, 0.1: 4}  # at 0.1 the 4 CPUs are the limit, not the GPU's 10
     base = compose_config(LOGICAL_GPU).resources

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from sim.history import COLUMNS, HistoryWriter, plot_curves, summarize, write_json_atomic
+from sim.run.history import COLUMNS, HistoryWriter, plot_curves, summarize, write_json_atomic
 
 
 def test_columns_are_the_contract():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.history import COLUMNS, EXTRA_COLUMNS, HistoryWriter
+from sim.run.history import COLUMNS, EXTRA_COLUMNS, HistoryWriter
 from sim.regress import main as regress
 from sim.report import load_runs
 

@@ -1,4 +1,4 @@
-"""`sim.interrupt`: a signal waits for a history write, kills the run's processes, exits 130/143.
+"""`sim.run.interrupt`: a signal waits for a history write, kills the run's processes, exits 130/143.
 
 Each case runs a small script in a subprocess (signal handlers and `os._exit` belong to a
 process of their own): it starts a child process standing in for Ray, holds the history
@@ -18,13 +18,13 @@ import time
 import psutil
 import pytest
 
-from sim.interrupt import interruptible
+from sim.run.interrupt import interruptible
 
 SCRIPT = textwrap.dedent(
     """
     import subprocess, sys, threading, time
     from pathlib import Path
-    from sim.interrupt import child_pids, interruptible
+    from sim.run.interrupt import child_pids, interruptible
 
     SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
     PARENT = [sys.executable, "-c", f"import subprocess, time; subprocess.Popen({SLEEP!r}); time.sleep(600)"]

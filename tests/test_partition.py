@@ -1,4 +1,4 @@
-"""Tests of `sim.partition`, `sim.partition_manifest` and `sim.partition_report`: exact indices, determinism, caching."""
+"""Tests of `sim.partition.schemes`, `sim.partition.manifest` and `sim.partition.report`: exact indices, determinism, caching."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from flwr_datasets.partitioner import (
 )
 from omegaconf import OmegaConf
 
-from sim.partition import partition_labels, split_validation
-from sim.partition_manifest import Partition, load_or_create_partition, manifest_stem
-from sim.partition_report import report_paths
+from sim.partition.schemes import partition_labels, split_validation
+from sim.partition.manifest import Partition, load_or_create_partition, manifest_stem
+from sim.partition.report import report_paths
 
 PARAMS = {
     "iid": {},

@@ -7,9 +7,9 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from sim.errors import RunStopped
-from sim.privacy import AccountedDPClientSideFixedClipping, AccountedDPServerSideFixedClipping
-from sim.sampling import RoundPlanner
-from sim.strategy import FedAvg
+from sim.federation.privacy import AccountedDPClientSideFixedClipping, AccountedDPServerSideFixedClipping
+from sim.federation.sampling import RoundPlanner
+from sim.federation.strategy import FedAvg
 
 CLIENTS, PER_ROUND, SIGMA, DELTA = 20, 4, 1.1, 1e-5
 

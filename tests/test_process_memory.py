@@ -1,11 +1,11 @@
-"""`sim.process_memory`: what a sweep's driver does between jobs."""
+"""`sim.run.process_memory`: what a sweep's driver does between jobs."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from sim.process_memory import release_freed_memory
+from sim.run.process_memory import release_freed_memory
 
 
 class _Node:

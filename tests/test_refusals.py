@@ -21,11 +21,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from conftest import CONF_DIR, REPO, TINY, compose_config, run_cli
-from sim.config_rules import MIN_IMAGE_SIZE
+from sim.config.rules import MIN_IMAGE_SIZE
 from sim.errors import ConfigError
-from sim.partition import PartitionError, partition_labels
-from sim.flower_internals import ray_cpu_count
-from sim.validate import train_set_size, validate
+from sim.partition.schemes import PartitionError, partition_labels
+from sim.federation.flower_internals import ray_cpu_count
+from sim.config.validate import train_set_size, validate
 
 CIFAR10_LABELS = np.repeat(np.arange(10), 5000)  # CIFAR-10's train labels: 5,000 of each class
 
@@ -111,7 +111,7 @@ def test_more_cpus_per_client_than_a_private_ray_has_is_refused():
 
 
 def test_min_image_size_is_the_cnns_own_limit():
-    from sim.model import Net
+    from sim.models.cnn import Net
 
     Net(3, MIN_IMAGE_SIZE, 10)
     with pytest.raises(ValueError, match=f"needs >= {MIN_IMAGE_SIZE}"):

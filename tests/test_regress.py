@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sim.history import COLUMNS, HistoryWriter
+from sim.run.history import COLUMNS, HistoryWriter
 from sim.regress import VIOLATION_COLUMNS, build_band, check, main, mean_history, mean_of_runs_scale
 from sim.report import UnusableInput
 from conftest import REPO, run_cli

@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from conftest import TINY, processes_started_by, run_cli, run_dirs, still_alive
-from sim.checkpoint import load_checkpoint
-from sim.history import COLUMNS, TIME_COLUMNS
+from sim.run.checkpoint import load_checkpoint
+from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]

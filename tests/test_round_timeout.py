@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_cli, run_dirs
-from sim.sampling import TRAIN, sample_clients
+from sim.federation.sampling import TRAIN, sample_clients
 
 pytestmark = pytest.mark.slow
 SEED, RATE, DELAY_S, TIMEOUT_S = 4, 0.3, 20.0, 6.0
 
 
 def stragglers(server_round: int) -> list[int]:
-    """The sampled clients that straggle in a training round: sim.client_app.simulate_faults' draw."""
+    """The sampled clients that straggle in a training round: sim.federation.client_app.simulate_faults' draw."""
     ids = sample_clients(6, 3, SEED, server_round, TRAIN)
     return [int(c) for c in ids
             if np.random.default_rng([SEED, server_round, int(c), 0, 0xFA]).random(2)[1] < RATE]

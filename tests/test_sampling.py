@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sim.sampling import EVALUATE, TRAIN, RoundPlanner, num_supernodes, pack_clients, sample_clients
+from sim.federation.sampling import EVALUATE, TRAIN, RoundPlanner, num_supernodes, pack_clients, sample_clients
 
 
 def test_sample_is_sorted_distinct_and_seeded():

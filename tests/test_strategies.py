@@ -67,11 +67,11 @@ def test_fedprox_term_limits_client_drift(tmp_path):
     from flwr.app import ArrayRecord
 
     from conftest import compose_config
-    from sim.client_app import train_pack
-    from sim.client_data import ClientData
+    from sim.federation.client_app import train_pack
+    from sim.federation.client_data import ClientData
     from sim.data import load_dataset
-    from sim.partition import partition_labels, split_validation
-    from sim.run import client_config, initial_model
+    from sim.partition.schemes import partition_labels, split_validation
+    from sim.run.recipe import client_config, initial_model
 
     cfg = compose_config(["dataset=synthetic", "dataset.num_train=600", "dataset.num_test=10", f"dataset.data_dir={tmp_path}"])
     data = load_dataset(cfg.dataset, 0)

@@ -1,6 +1,6 @@
 """What the strategies do to one round's replies, checked against their update rules by hand.
 
-The real classes of `sim.strategy` (the Flower strategies with the harness's client
+The real classes of `sim.federation.strategy` (the Flower strategies with the harness's client
 sampling), built from conf/strategy/*.yaml as a run builds them, get one round's replies as
 hand-made Flower Messages; no Ray, no ServerApp. The only stand-in is the grid, of which
 the strategies call `get_node_ids` while addressing a round.
@@ -17,7 +17,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 
 from conftest import compose_config
-from sim.sampling import RoundPlanner
+from sim.federation.sampling import RoundPlanner
 
 SIZE = 4000  # parameters of the toy model: enough to measure a noise std to a few per cent
 
@@ -55,7 +55,7 @@ class Observer:
 
 
 def build(strategy: str, num_clients: int, *overrides: str):
-    """The strategy of `conf/strategy/<strategy>.yaml`, made as `sim.run` makes it, for one client per message."""
+    """The strategy of `conf/strategy/<strategy>.yaml`, made as `sim.run.recipe` makes it, for one client per message."""
     cfg = compose_config([f"strategy={strategy}", "dataset=synthetic", f"num_clients={num_clients}",
                           f"clients_per_round={num_clients}", "eval_clients_per_round=0", *overrides])
     planner = RoundPlanner(
@@ -206,7 +206,7 @@ def dp_round(strategy_name: str, *overrides: str, seed: int = 0):
     big *= 10 / np.linalg.norm(big)
     small *= 0.5 / np.linalg.norm(small)
     strategy = build(strategy_name, 2, *overrides)
-    np.random.seed(seed)  # Flower draws DP noise from numpy's global generator (sim.run seeds it)
+    np.random.seed(seed)  # Flower draws DP noise from numpy's global generator (sim.run.recipe seeds it)
     result = one_round(strategy, 1, {"w": np.zeros(SIZE)}, {0: {"w": big}, 1: {"w": small}})["w"]
     return strategy, big, small, result
 

@@ -3,7 +3,7 @@
 import pytest
 from flwr.app import MetricRecord, RecordDict
 
-from sim.strategy import aggregate_reply_metrics
+from sim.federation.strategy import aggregate_reply_metrics
 
 
 def _reply(**metrics):

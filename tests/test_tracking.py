@@ -20,7 +20,7 @@ import pytest
 
 from conftest import TINY, compose_config, run_cli, run_dirs
 from sim.errors import ConfigError
-from sim.history import COLUMNS, HistoryWriter
+from sim.run.history import COLUMNS, HistoryWriter
 from sim.tracking import STATE_FILE, Trackers, check_logger
 from sim.tracking.base import RunInfo, Tracker
 from sim.tracking.fanout import build_trackers, open_trackers

@@ -1,4 +1,4 @@
-"""Tests of `sim.validate`: every bad value fails with one line naming its key; every option passes.
+"""Tests of `sim.config.validate`: every bad value fails with one line naming its key; every option passes.
 
 Configs are the real tree under conf/, composed with Hydra's compose API and overrides, as
 `python -m sim` would see them. GPU visibility is pinned (monkeypatched) so the results do
@@ -15,8 +15,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-import sim.validate as validate_module
-from sim.validate import OPTIONAL, REQUIRED, STRATEGY_RULES, ConfigError, train_set_size, validate
+import sim.config.validate as validate_module
+from sim.config.validate import OPTIONAL, REQUIRED, STRATEGY_RULES, ConfigError, train_set_size, validate
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
@@ -40,7 +40,7 @@ def make_cfg(*overrides: str) -> DictConfig:
 # Options that need one value from the user (their source, their class) to be complete.
 COMPLETE = {
     "dataset=folder": ["dataset.path=."], "dataset=hf": ["dataset.repo=owner/name"],
-    "model=custom": ["model._target_=sim.model.Net"], "partition=natural": ["partition.by=label"],
+    "model=custom": ["model._target_=sim.models.cnn.Net"], "partition=natural": ["partition.by=label"],
 }
 
 
@@ -183,7 +183,7 @@ def test_default_and_every_option_validate_and_every_key_has_a_rule(
     monkeypatch.setattr(validate_module, "_gpu_visible", lambda: option in GPU_OPTIONS)
     cfg = make_cfg(*([option, *COMPLETE.get(option, [])] if option else []))
     validate(cfg)
-    unchecked = [  # a key added to conf/ without a rule in sim/validate.py lands here
+    unchecked = [  # a key added to conf/ without a rule in sim/config/validate.py lands here
         key for key in _leaf_keys(OmegaConf.to_container(cfg, resolve=False))
         if key not in REQUIRED and key not in OPTIONAL
         and not (key.startswith("strategy.") and key.rsplit(".", 1)[-1] in {"_target_", *STRATEGY_RULES})

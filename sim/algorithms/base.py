@@ -1,7 +1,7 @@
 """The server side of an algorithm: a FedAvg-shaped strategy with client state and extras.
 
 `Algorithm` is a `flwr.serverapp.strategy.FedAvg` with the harness's sampling
-(`sim.strategy.VirtualClients`) that also
+(`sim.federation.strategy.VirtualClients`) that also
 
 - names its client rule in every train message (`client-rule` plus `rule_config()`),
 - ships the server's extras (`server.<name>`, from `server_extras()`) and each sampled
@@ -27,7 +27,7 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from sim.algorithms.client_state import ClientStateStore
 from sim.algorithms.rule import EXTRA_PREFIX, SERVER_PREFIX, STATE_PREFIX, to_record
-from sim.strategy import VirtualClients
+from sim.federation.strategy import VirtualClients
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
@@ -87,7 +87,7 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
     # ---- wiring --------------------------------------------------------------------
 
     def prepare_run(self, run_dir: Path) -> None:
-        """Called by `sim.run` once built (and restored): client state goes under `run_dir`."""
+        """Called by `sim.run.recipe` once built (and restored): client state goes under `run_dir`."""
         if self.client_states is None:
             self.client_states = ClientStateStore(Path(run_dir) / STATE_DIR, self.state_memory_mb)
 

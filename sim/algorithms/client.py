@@ -1,7 +1,7 @@
 """The ClientApp's side of rule-driven messages: tasks made from image partitions.
 
 A message whose config names a `client-rule` comes here instead of the plain pack
-trainer: each client's task gathers its partition once (as `sim.client_app` does), walks
+trainer: each client's task gathers its partition once (as `sim.federation.client_app` does), walks
 it in the same seeded batch order, and scores a batch with cross-entropy.
 """
 
@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from sim.algorithms.rule import LocalTask, evaluate_reply, train_reply
-from sim.client_app import EVALUATE_TASK, TRAIN_TASK, _prepare, build_model, simulate_faults
-from sim.client_data import ClientData
-from sim.training import Normalizer, evaluate, gather, task_seed
+from sim.federation.client_app import EVALUATE_TASK, TRAIN_TASK, _prepare, build_model, simulate_faults
+from sim.federation.client_data import ClientData
+from sim.federation.training import Normalizer, evaluate, gather, task_seed
 
 
 def image_task(data: ClientData, cid: int, config: ConfigRecord, device: torch.device, normalize: Normalizer,

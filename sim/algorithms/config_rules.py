@@ -1,4 +1,4 @@
-"""Value rules of the algorithms' (and privacy accounting's) strategy keys, merged into `sim.validate.STRATEGY_RULES`.
+"""Value rules of the algorithms' (and privacy accounting's) strategy keys, merged into `sim.config.validate.STRATEGY_RULES`.
 
 Kept apart from the algorithms themselves so that validation imports neither torch nor flwr.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sim.config_rules import NON_NEGATIVE, POSITIVE, Choice, Num, error
+from sim.config.rules import NON_NEGATIVE, POSITIVE, Choice, Num, error
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ ALGORITHM_RULES = {
     "ditto_lambda": NON_NEGATIVE,  # Ditto
     "personal_layers": Names(),  # FedPer
     "state_memory_mb": POSITIVE,  # every algorithm with client state
-    "target_delta": Num(0, 1, lo_open=True, hi_open=True),  # privacy accounting (sim.privacy)
+    "target_delta": Num(0, 1, lo_open=True, hi_open=True),  # privacy accounting (sim.federation.privacy)
     "max_epsilon": Num(0, lo_open=True, null=True),
     "weighted_by_key": Choice(("num-examples", "clients")),  # a FedAvg's reply weight
 }

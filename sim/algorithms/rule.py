@@ -26,7 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from hydra.utils import get_class
 from torch import nn
 
-from sim.client_app import ClientFailure
+from sim.federation.client_app import ClientFailure
 
 Tensors = dict[str, torch.Tensor]
 STATE_PREFIX, EXTRA_PREFIX, SERVER_PREFIX = "state.", "extra.", "server."

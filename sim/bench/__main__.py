@@ -111,7 +111,7 @@ def prepare_data(cfg) -> float:
     under `partition.dir` already existed.
     """
     from sim.data import load_dataset
-    from sim.partition_manifest import load_or_create_partition
+    from sim.partition.manifest import load_or_create_partition
 
     data = load_dataset(cfg.dataset, int(cfg.seed))
     args = (cfg.dataset.name, int(cfg.dataset.num_classes), int(cfg.num_clients), int(cfg.seed))
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; write bench.csv and print the table. Exit 1 if a harness run failed."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    from sim.console import quiet_libraries
+    from sim.run.console import quiet_libraries
 
     quiet_libraries(False)
     args.out.mkdir(parents=True, exist_ok=True)

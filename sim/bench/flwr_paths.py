@@ -36,7 +36,7 @@ import pandas as pd
 
 from sim.bench import workloads as wl
 from sim.bench.measure import max_relative_difference, median_round_s
-from sim.flwr_env import PROJECT, flwr_environment, free_port, local_superlinks, stop_tree
+from sim.deploy.processes import PROJECT, flwr_environment, free_port, local_superlinks, stop_tree
 
 log = logging.getLogger("sim.bench")
 

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     from sim.bench.__main__ import prepare_data
-    from sim.console import quiet_libraries
+    from sim.run.console import quiet_libraries
 
     quiet_libraries(False)
     started = time.perf_counter()

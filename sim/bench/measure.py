@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from sim.history import COLUMNS, TIME_COLUMNS
+from sim.run.history import COLUMNS, TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 

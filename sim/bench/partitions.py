@@ -6,7 +6,7 @@
 For one generated id column (`--examples` rows, `--ids` distinct ids, labels from 10
 classes, seed 0), side by side in one process:
 
-- `build_s`: `sim.partition_natural` (`natural_csr` + `split_validation_csr`), the split
+- `build_s`: `sim.partition.natural` (`natural_csr` + `split_validation_csr`), the split
   a run computes;
 - `manifest_s`: `load_or_create_partition` into a fresh temporary folder: the split, the
   `.npz` manifest, the label-count CSV and the plot, as a run's step 2 does it;
@@ -34,9 +34,9 @@ log = logging.getLogger("sim.bench.partitions")
 
 def measure(examples: int, ids: int, val_fraction: float, flwr: bool) -> dict[str, float]:
     """Timings (seconds) of the natural partition of a generated column; see the module doc."""
-    from sim.partition_manifest import load_or_create_partition
-    from sim.partition_natural import natural_csr, split_validation_csr
-    from sim.partition_report import write_report
+    from sim.partition.manifest import load_or_create_partition
+    from sim.partition.natural import natural_csr, split_validation_csr
+    from sim.partition.report import write_report
 
     rng = np.random.default_rng(0)
     column = np.concatenate([np.arange(ids), rng.integers(0, ids, examples - ids)]) if examples > ids else np.arange(ids)

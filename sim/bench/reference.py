@@ -3,9 +3,9 @@
 No Flower orchestration and no Ray: one Python loop over rounds and clients, built from
 the project's own pieces, with exactly the harness's semantics:
 
-    round 0    central evaluation of `sim.run.initial_model(cfg)` on the full test set
+    round 0    central evaluation of `sim.run.recipe.initial_model(cfg)` on the full test set
     round r    clients `sample_clients(N, clients_per_round, seed, r, TRAIN)` train from
-               the global model through `sim.client_app.train_pack` (so with seed
+               the global model through `sim.federation.client_app.train_pack` (so with seed
                `task_seed(seed, r, cid)` and the run's client settings); the new global
                model is their example-weighted mean and train_loss the example-weighted
                mean of their losses; federated evaluation of the new model on
@@ -20,7 +20,7 @@ the project's own pieces, with exactly the harness's semantics:
                Stragglers sleep as in the harness, but no `round_timeout` is applied.
 
 Only `strategy=fedavg` is implemented. It writes `history.csv` with
-`sim.history.HistoryWriter` and the harness's column semantics.
+`sim.run.history.HistoryWriter` and the harness's column semantics.
 
 Two summation orders (the arithmetic is the same, the rounding is not):
 
@@ -33,7 +33,7 @@ Two summation orders (the arithmetic is the same, the rounding is not):
   them for k workers; each group goes through one `train_pack`/`evaluate_pack` call, as
   in a harness worker; the groups' float32 means are then combined in float32 in group
   order as Flower's `aggregate_arrayrecords` does, and metrics as
-  `sim.strategy.aggregate_reply_metrics` does. Histories then match bit for bit, on any
+  `sim.federation.strategy.aggregate_reply_metrics` does. Histories then match bit for bit, on any
   data and any number of rounds, unless the harness's transport or orchestration
   changes something.
 
@@ -55,15 +55,15 @@ from flwr.app import ArrayRecord, ConfigRecord
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from sim.client_app import ClientFailure, evaluate_pack, train_pack
-from sim.client_data import ClientData
+from sim.federation.client_app import ClientFailure, evaluate_pack, train_pack
+from sim.federation.client_data import ClientData
 from sim.data import load_dataset
 from sim.errors import RunAborted
-from sim.history import HistoryWriter
-from sim.partition_manifest import load_or_create_partition
-from sim.run import client_config, initial_model
-from sim.sampling import EVALUATE, TRAIN, RoundPlanner, sample_clients
-from sim.training import Normalizer, evaluate
+from sim.run.history import HistoryWriter
+from sim.partition.manifest import load_or_create_partition
+from sim.run.recipe import client_config, initial_model
+from sim.federation.sampling import EVALUATE, TRAIN, RoundPlanner, sample_clients
+from sim.federation.training import Normalizer, evaluate
 
 log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
@@ -72,7 +72,7 @@ State = dict[str, torch.Tensor]
 def central_due(server_round: int, central_eval_every: int, num_rounds: int) -> bool:
     """Central evaluation runs at round 0, every k-th round and the last one (k <= 0: never).
 
-    The rule of `sim.server_app.RoundRecorder.central_due`, restated so the oracle does
+    The rule of `sim.federation.server_app.RoundRecorder.central_due`, restated so the oracle does
     not import the code it checks.
     """
     if central_eval_every <= 0:
@@ -211,11 +211,11 @@ def run_reference(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if str(cfg.strategy._target_) != "sim.strategy.FedAvg":
+    if str(cfg.strategy._target_) != "sim.federation.strategy.FedAvg":
         raise ValueError(f"the reference implements FedAvg only, not strategy={cfg.strategy._target_}")
     seed, num_rounds, num_clients = int(cfg.seed), int(cfg.num_rounds), int(cfg.num_clients)
     max_failed_rounds = int(cfg.get("max_failed_rounds", 0))
-    min_train = max(1, int(cfg.strategy.get("min_train_nodes", 1)))  # as sim.strategy.VirtualClients
+    min_train = max(1, int(cfg.strategy.get("min_train_nodes", 1)))  # as sim.federation.strategy.VirtualClients
     eval_threads = torch.get_num_threads()
     train_threads = int(threads) if threads else max(1, int(cfg.resources.client_cpus))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.config_rules import MIN_IMAGE_SIZE
+from sim.config.rules import MIN_IMAGE_SIZE
 from sim.data import DataError, Dataset
 
 logger = logging.getLogger(__name__)

@@ -4,13 +4,13 @@
     model = build_model(spec)     # hydra.utils.instantiate: `_target_` plus its own kwargs
 
 The driver resolves the `model` node once, against a config whose `dataset` node holds the
-values read from the loaded data (`sim.data_spec.with_data`), so `${dataset.num_classes}`
+values read from the loaded data (`sim.data.spec.with_data`), so `${dataset.num_classes}`
 and friends are the data's. The same dict travels to every client as JSON
-(`sim.run.client_config`), so the driver's initial model, the server's evaluator and every
+(`sim.run.recipe.client_config`), so the driver's initial model, the server's evaluator and every
 client build the model from one resolved config. Any importable `nn.Module` works:
 `model=custom model._target_=pkg.Net +model.width=64 +model.classes='${dataset.num_classes}'`.
 
-Zoo: `sim.model.Net` (Flower quickstart CNN, `model=cnn`), `sim.models.resnet.ResNet18`
+Zoo: `sim.models.cnn.Net` (Flower quickstart CNN, `model=cnn`), `sim.models.resnet.ResNet18`
 (GroupNorm, CIFAR stem, `model=resnet18`), `sim.models.cnn28.CNN28` (`model=cnn28`).
 """
 

@@ -2,7 +2,7 @@
 
     check_logger(cfg)  # ConfigError: logger=wandb needs the wandb package: pip install -e '.[wandb]'
 
-Called from `sim.validate.validate`, so a bad or missing tracker is one line and exit 2.
+Called from `sim.config.validate.validate`, so a bad or missing tracker is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sim.config_rules import BOOL, TEXT, TEXT_OR_NULL, Choice, error
+from sim.config.rules import BOOL, TEXT, TEXT_OR_NULL, Choice, error
 from sim.errors import ConfigError
 
 RULES = {  # tracker key -> rule, checked wherever the key appears under logger.<name>
@@ -24,7 +24,7 @@ SHIPPED = {  # the options of conf/logger/ and their keys
     "tensorboard": ("subdir", "images"), "mlflow": ("tracking_uri", "experiment", "run_name"),
     "wandb": ("mode", "project", "entity", "system_metrics"),
 }
-# Their dotted keys, for sim.validate's OPTIONAL (checked there when present, like every config key)
+# Their dotted keys, for sim.config.validate's OPTIONAL (checked there when present, like every config key)
 LOGGER_RULES = {
     **{f"logger.{name}._target_": TEXT for name in SHIPPED},
     **{f"logger.{name}.{key}": RULES[key] for name, keys in SHIPPED.items() for key in keys},

@@ -196,7 +196,7 @@ def run_info(cfg, run_dir: Path, resume: bool) -> RunInfo:
             overrides = list(hydra_cfg.overrides.task)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             group, job = _relative_name(Path(hydra_cfg.sweep.dir)), int(hydra_cfg.job.num)
-    except ValueError:  # not inside a Hydra job (a direct call of sim.run.run)
+    except ValueError:  # not inside a Hydra job (a direct call of sim.run.recipe.run)
         pass
     config = OmegaConf.to_container(cfg, resolve=True)
     return RunInfo(Path(run_dir), _relative_name(run_dir), config, tuple(overrides), group, job, resume)

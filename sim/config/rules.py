@@ -3,7 +3,7 @@
     Num(0, 1, hi_open=True).check("client.momentum", 1.5)
     # ConfigError: client.momentum=1.5 is not allowed: must be a number in [0, 1)
 
-`sim.validate` maps every config key to one of these rules.
+`sim.config.validate` maps every config key to one of these rules.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class Choice:
 
 
 # The CNN's two (5x5 conv, 2x2 pool) stages need images of at least this side; the one rule for
-# dataset.image_size (sim.validate), the synthetic generator and sim.model.
+# dataset.image_size (sim.config.validate), the synthetic generator and sim.models.cnn.
 MIN_IMAGE_SIZE = 16
 
 BOOL = Choice((True, False), text="true or false")

@@ -27,21 +27,21 @@ from flwr.app import ArrayRecord, ConfigRecord
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sim.checkpoint import load_checkpoint, restore_rng, restore_strategy_state, save_checkpoint
-from sim.client_app import build_client_app
-from sim.client_data import ClientData, DataHandle
-from sim.console import RoundProgress, quiet_libraries
+from sim.run.checkpoint import load_checkpoint, restore_rng, restore_strategy_state, save_checkpoint
+from sim.federation.client_app import build_client_app
+from sim.federation.client_data import ClientData, DataHandle
+from sim.run.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
-from sim.flower_internals import remove_message_pickup_floor
+from sim.federation.flower_internals import remove_message_pickup_floor
 from sim.errors import RunStopped
-from sim.history import HistoryWriter, plot_curves, summarize, write_json_atomic
-from sim.interrupt import child_pids, interruptible
-from sim.partition_report import report_paths
+from sim.run.history import HistoryWriter, plot_curves, summarize, write_json_atomic
+from sim.run.interrupt import child_pids, interruptible
+from sim.partition.report import report_paths
 from sim.models import build_model, model_spec
-from sim.data_spec import make_partition, with_data
-from sim.ray_runtime import client_resources, concurrency, ray_session
-from sim.sampling import RoundPlanner, num_supernodes
-from sim.server_app import CentralEvaluator, RoundRecorder, build_server_app
+from sim.data.spec import make_partition, with_data
+from sim.federation.ray_runtime import client_resources, concurrency, ray_session
+from sim.federation.sampling import RoundPlanner, num_supernodes
+from sim.federation.server_app import CentralEvaluator, RoundRecorder, build_server_app
 from sim.tracking import Trackers, open_trackers
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def load_data(cfg: DictConfig):
     """Steps 1 and 2: (config as the data has it, the data set, its partition across `num_clients`).
 
     The returned config is a new one whose `dataset` node holds the loaded data's shape,
-    classes, statistics and name (`sim.data_spec.with_data`); `cfg` itself is not changed.
+    classes, statistics and name (`sim.data.spec.with_data`); `cfg` itself is not changed.
     """
     data = load_dataset(cfg.dataset, int(cfg.seed))
     cfg = with_data(cfg, data)

@@ -1,9 +1,9 @@
 """Partition manifests: a client partition stored once, reused by every later run.
 
-`load_or_create_partition` caches the result of `sim.partition` under `partition.dir` as
+`load_or_create_partition` caches the result of `sim.partition.schemes` under `partition.dir` as
 a manifest `<dataset>_<scheme>_<params>_n<N>_val<f>_seed<s>.npz` holding the CSR arrays
 of `Partition` plus JSON metadata (including a hash of the labels), and writes the
-label-count CSV and plot of `sim.partition_report` beside it. A later call with the same
+label-count CSV and plot of `sim.partition.report` beside it. A later call with the same
 parameters and labels loads the manifest instead of partitioning again.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 
-from sim.partition import SCHEME_PARAMS, partition_labels, split_validation
-from sim.partition_report import atomic_write, report_paths, write_report
+from sim.partition.schemes import SCHEME_PARAMS, partition_labels, split_validation
+from sim.partition.report import atomic_write, report_paths, write_report
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,9 @@ def load_or_create_partition(
         return partition
 
     if scheme == "natural":  # a million one-example clients: stay in CSR layout throughout
-        from sim.partition_natural import natural_csr, split_validation_csr
+        from sim.partition.natural import natural_csr, split_validation_csr
 
-        perm = np.random.default_rng(seed).permutation(len(labels))  # as sim.partition does
+        perm = np.random.default_rng(seed).permutation(len(labels))  # as sim.partition.schemes does
         csr = natural_csr(ids, perm, num_clients, str(params["by"]))
         partition = Partition(*split_validation_csr(*csr, val_fraction, seed), path=path)
     else:

@@ -18,9 +18,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from sim.errors import RunAborted
-from sim.flower_internals import set_reply_poll_interval
-from sim.history import HistoryWriter
-from sim.training import Normalizer, evaluate
+from sim.federation.flower_internals import set_reply_poll_interval
+from sim.run.history import HistoryWriter
+from sim.federation.training import Normalizer, evaluate
 
 log = logging.getLogger(__name__)
 REPLY_POLL_S = 0.005  # how often the server checks for replies (Flower's default, 0.1 s, adds up per round)

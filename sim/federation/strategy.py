@@ -18,7 +18,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
-from sim.sampling import RoundPlanner
+from sim.federation.sampling import RoundPlanner
 
 NODE_WAIT_S = 30.0  # longest wait for Flower to register the supernodes a round needs
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import sim  # noqa: F401  (registers the resolvers conf/config.yaml uses)
 from sim.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PATH_KEYS = ("dataset.data_dir", "dataset.path", "partition.dir")  # resolved against the base directory
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim.config_rules import MIN_IMAGE_SIZE
+from sim.config.rules import MIN_IMAGE_SIZE
 
 
 def _conv_output_size(image_size: int) -> int:

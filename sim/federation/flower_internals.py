@@ -158,7 +158,7 @@ def _usable(package: str, names: list[str], what: str) -> bool:
     _checked[what] = problem is None
     if problem is None:
         return True
-    log.warning("%s: %s; left as the library has it (see sim/flower_internals.py)", what, problem)
+    log.warning("%s: %s; left as the library has it (see sim/federation/flower_internals.py)", what, problem)
     return False
 
 
@@ -300,7 +300,7 @@ def remove_message_pickup_floor() -> bool:
         _install(f"{_LINKSTATE}.store_message_res", _signalling(store_res, "res"))
         _install(f"{_GRID}.send_and_receive", send_and_receive)
         _install(f"{_VCE}:add_messages_to_queue", add_messages_to_queue)
-    log.info("Flower's message pickup: event-driven, no 0.1 s floor (sim/flower_internals.py)")
+    log.info("Flower's message pickup: event-driven, no 0.1 s floor (sim/federation/flower_internals.py)")
     return True
 
 

@@ -20,7 +20,7 @@ import psutil
 
 from sim import OFFLINE_ENVIRONMENT
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 QUIET_FLOWER = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # nothing is installed at run time
     "FLWR_DISABLE_UPDATE_CHECK": "1",  # no version check against pypi.org

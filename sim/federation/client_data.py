@@ -36,7 +36,7 @@ class ClientData:
 
     @classmethod
     def from_parts(cls, images: np.ndarray, labels: np.ndarray, partition) -> "ClientData":
-        """Combine train arrays with a `sim.partition_manifest.Partition`."""
+        """Combine train arrays with a `sim.partition.manifest.Partition`."""
         return cls(
             images=images,
             labels=labels,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sim import OFFLINE_ENVIRONMENT
-from sim.config_rules import error
+from sim.config.rules import error
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def concurrency(resources) -> int:
 
     This is Flower's own actor-pool arithmetic, so it is exactly the pool it will build.
     """
-    from sim.flower_internals import actor_pool_size
+    from sim.federation.flower_internals import actor_pool_size
 
     return actor_pool_size(client_resources(resources))
 
@@ -62,7 +62,7 @@ def check_clients_fit(resources) -> None:
     """Raise ConfigError (one line) when no node of the running Ray can host one client task.
 
     Flower would otherwise build an empty actor pool and end in a traceback. A private
-    instance is checked earlier, by `sim.validate`; this catches an attached cluster.
+    instance is checked earlier, by `sim.config.validate`; this catches an attached cluster.
     """
     import ray
 

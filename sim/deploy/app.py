@@ -1,10 +1,10 @@
 """The Flower App that `flwr run .` loads (`[tool.flwr.app.components]` in pyproject.toml).
 
-The same recipe as `python -m sim` (`sim.run`'s steps, `sim.server_app`, `sim.client_app`),
+The same recipe as `python -m sim` (`sim.run.recipe`'s steps, `sim.federation.server_app`, `sim.federation.client_app`),
 started by Flower instead of by the harness:
 
 - **ServerApp** (`server_app`): composes the Hydra config from the run-config key
-  `overrides` (`sim.compose`), validates it, writes the run directory under the working
+  `overrides` (`sim.config.compose`), validates it, writes the run directory under the working
   directory of the process Flower runs it in (the SuperLink's), loads data and partition,
   and runs the configured strategy on Flower's grid with the same `RoundRecorder`.
 - **ClientApp** (`client_app`): each process composes the same config once and loads the
@@ -30,17 +30,17 @@ from pathlib import Path
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from sim.client_app import build_client_app
-from sim.client_data import ClientData
-from sim.flower_internals import remove_message_pickup_floor
-from sim.compose import absolute_paths, client_config_for, new_run, split_overrides
-from sim.console import RoundProgress, quiet_libraries
+from sim.federation.client_app import build_client_app
+from sim.federation.client_data import ClientData
+from sim.federation.flower_internals import remove_message_pickup_floor
+from sim.config.compose import absolute_paths, client_config_for, new_run, split_overrides
+from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
-from sim.history import HistoryWriter
-from sim.deployment import LateJoiners, answer_roll_call, roll_call
-from sim.ray_runtime import concurrency
-from sim.run import _start_point, central_evaluator, client_config, load_data, make_strategy, save_results
-from sim.server_app import RoundRecorder, run_strategy
+from sim.run.history import HistoryWriter
+from sim.deploy.roll_call import LateJoiners, answer_roll_call, roll_call
+from sim.federation.ray_runtime import concurrency
+from sim.run.recipe import _start_point, central_evaluator, client_config, load_data, make_strategy, save_results
+from sim.federation.server_app import RoundRecorder, run_strategy
 
 log = logging.getLogger("sim")
 NODE_WAIT_S = 30.0  # how long the server waits for the SuperNodes a run needs before it starts
@@ -59,7 +59,7 @@ def _log_to_stdout(verbose: bool) -> None:
 
 
 def message_config(cfg, overrides: str, base: Path) -> ConfigRecord:
-    """`sim.run.client_config` plus what a client needs to load its data itself."""
+    """`sim.run.recipe.client_config` plus what a client needs to load its data itself."""
     return ConfigRecord({**client_config(cfg), "overrides": overrides, "base-dir": str(base)})
 
 
@@ -74,7 +74,7 @@ def _wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
 
 
 def _runtime_concurrency(resources) -> int:
-    """`sim.ray_runtime.concurrency` on the Ray instance the Simulation Runtime starts beside the ServerApp."""
+    """`sim.federation.ray_runtime.concurrency` on the Ray instance the Simulation Runtime starts beside the ServerApp."""
     import ray
 
     deadline = time.monotonic() + NODE_WAIT_S
@@ -88,7 +88,7 @@ def serve(grid: Grid, context: Context) -> Path:
     overrides = str(context.run_config.get("overrides", ""))
     deployment = bool(context.run_config.get("deployment", False))
     base = Path(os.getcwd())
-    from sim.validate import validate
+    from sim.config.validate import validate
 
     cfg, run_dir = new_run(split_overrides(overrides), base)
     _log_to_stdout(bool(cfg.verbose))

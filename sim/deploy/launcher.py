@@ -33,10 +33,10 @@ import httpx
 import psutil
 
 import sim  # noqa: F401  (offline environment first)
-from sim.compose import compose_config
-from sim.console import RoundProgress
+from sim.config.compose import compose_config
+from sim.run.console import RoundProgress
 from sim.errors import ConfigError
-from sim.flwr_env import PROJECT, flwr_environment, free_port, stop_tree
+from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_tree
 
 log = logging.getLogger("sim.deploy")
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
@@ -59,7 +59,7 @@ def run_overrides(user: list[str], supernodes: int) -> list[str]:
 
 def check_config(overrides: list[str], supernodes: int):
     """The validated config and its run directory; ConfigError (one line) when unusable."""
-    from sim.validate import validate
+    from sim.config.validate import validate
 
     if supernodes < 1:
         raise ConfigError(f"--supernodes {supernodes} is not allowed: must be >= 1")
@@ -157,7 +157,7 @@ class Deployment:
 
 
 def _quote(override: str) -> str:
-    """An override as one shell word (sim.compose splits the string like a shell)."""
+    """An override as one shell word (sim.config.compose splits the string like a shell)."""
     import shlex
 
     return shlex.quote(override)
@@ -248,5 +248,3 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
     return 0
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ clipped update counts equally (sensitivity clipping_norm / clients), all sampled
 reply (a round with a failure is skipped and costs nothing), and no amplification by
 sampling is claimed. The wrapped FedAvg therefore weighs replies by `clients` (one per
 message) instead of examples. Flower checks the wrapped class to be FedAvg itself; the
-harness's FedAvg (`sim.strategy.FedAvg`) sorts replies first and then runs Flower's
+harness's FedAvg (`sim.federation.strategy.FedAvg`) sorts replies first and then runs Flower's
 `FedAvg.aggregate_train`, so that check is done here (`_require_uniform_fedavg`) instead.
 Adaptive clipping has no accountant in Flower 1.42: those wrappers report no epsilon.
 """
@@ -30,7 +30,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from sim.errors import RunStopped
-from sim.strategy import FedAvg, WrapsVirtualClients
+from sim.federation.strategy import FedAvg, WrapsVirtualClients
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _require_uniform_fedavg(strategy) -> None:
     """Flower's accounting precondition, for the harness's FedAvg: uniform weights, FedAvg aggregation."""
     if type(strategy) is not FedAvg or strategy.weighted_by_key != "clients":
         raise ValueError(
-            "privacy accounting needs strategy.strategy._target_=sim.strategy.FedAvg with "
+            "privacy accounting needs strategy.strategy._target_=sim.federation.strategy.FedAvg with "
             "strategy.strategy.weighted_by_key=clients (every client's update counts equally)"
         )
 

@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from sim.data import DataError, Dataset
-from sim.partition_manifest import Partition, load_or_create_partition
+from sim.partition.manifest import Partition, load_or_create_partition
 
 
 def data_values(cfg: DictConfig, data: Dataset) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def natural_ids(cfg: DictConfig, data: Dataset) -> np.ndarray | None:
 
 
 def make_partition(cfg: DictConfig, data: Dataset) -> Partition:
-    """The run's partition manifest (step 2 of `sim.run`); a partitioner's refusal is one DataError."""
+    """The run's partition manifest (step 2 of `sim.run.recipe`); a partitioner's refusal is one DataError."""
     try:
         return load_or_create_partition(
             data.train_labels, cfg.partition, str(cfg.dataset.name), int(cfg.dataset.num_classes),

@@ -7,7 +7,7 @@ share for federated evaluation. Both are pure functions of their arguments and t
 Every scheme first shuffles the column with `seed` exactly as `FederatedDataset` does
 (`Dataset.shuffle(seed)` is `np.random.default_rng(seed).permutation(n)`); the same seed
 goes into the partitioner. Indices returned always refer to the original, unshuffled
-label array. Caching the result on disk is `sim.partition_manifest`'s job.
+label array. Caching the result on disk is `sim.partition.manifest`'s job.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.flower_internals import partitioner_index_map
+from sim.federation.flower_internals import partitioner_index_map
 
 if TYPE_CHECKING:  # flwr-datasets (and pyarrow behind it) load only when a split is computed
     from flwr_datasets.partitioner import Partitioner
@@ -39,7 +39,7 @@ SCHEME_PARAMS: dict[str, tuple[str, ...]] = {
     "dirichlet": ("alpha", "min_partition_size", "self_balancing"),
     "shard": ("shards_per_client", "shard_size"),
     "pathological": ("classes_per_client", "class_assignment_mode"),
-    "natural": ("by",),  # one client per distinct value of an id column (sim.partition_natural)
+    "natural": ("by",),  # one client per distinct value of an id column (sim.partition.natural)
     "linear": (), "square": (), "exponential": (),  # client i gets a share ~ i, i^2, e^i (flwr-datasets)
     "inner_dirichlet": ("alpha", "sizes"),  # fixed sizes, Dirichlet(alpha) classes inside each
 }
@@ -100,7 +100,7 @@ def partition_labels(
 
     `scheme` is one of `iid`, `dirichlet`, `shard`, `pathological`; `params` are that
     scheme's keys of `conf/partition/<scheme>.yaml` (see `SCHEME_PARAMS`); `natural` also
-    takes `ids`, the id column `partition.by` names (`sim.partition_natural`). Returns one
+    takes `ids`, the id column `partition.by` names (`sim.partition.natural`). Returns one
     int64 index array per client in the partitioner's order. Raises a one-line
     `ValueError` naming the config keys when flwr-datasets rejects the parameters.
     """
@@ -119,9 +119,9 @@ def partition_labels(
     if scheme == "iid":
         return _iid(perm, num_clients)
     if scheme == "natural":
-        from sim.partition_natural import natural_partition
+        from sim.partition.natural import natural_partition
 
-        return natural_partition(ids, perm, num_clients, str(params["by"]))  # the CSR path: sim.partition_natural
+        return natural_partition(ids, perm, num_clients, str(params["by"]))  # the CSR path: sim.partition.natural
 
     settings = ", ".join(
         [f"num_clients={num_clients}"] + [f"partition.{k}={v}" for k, v in params.items()]

@@ -2,7 +2,7 @@
 
     validate(cfg)   # raises ConfigError("num_rounds=0 is not allowed: must be an integer >= 1")
 
-`REQUIRED` and `OPTIONAL` give each key's rule (`sim.config_rules`: type, range and the
+`REQUIRED` and `OPTIONAL` give each key's rule (`sim.config.rules`: type, range and the
 wording of the error); optional keys, such as `client.failure_rate` or a strategy's
 `proximal_mu` from `STRATEGY_RULES`, are checked only when present. `_cross_checks`
 relates keys to each other and to the train set size, which is known without loading for
@@ -22,12 +22,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.algorithms.config_rules import ALGORITHM_RULES
-from sim.config_rules import (
+from sim.config.rules import (
     BELOW_ONE, BOOL, FRACTION, MIN_IMAGE_SIZE, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
 )
 from sim.errors import ConfigError
-from sim.flower_internals import ray_cpu_count
-from sim.partition import SCHEME_PARAMS
+from sim.federation.flower_internals import ray_cpu_count
+from sim.partition.schemes import SCHEME_PARAMS
 from sim.tracking.checks import LOGGER_RULES, check_logger
 
 CIFAR10_TRAIN_SIZE = 50_000
@@ -41,7 +41,7 @@ REQUIRED: dict[str, Rule] = {
     "num_rounds": integer(1), "central_eval_every": integer(0), "verbose": BOOL, "round_timeout": POSITIVE,
     "client.epochs": integer(1), "client.batch_size": integer(1), "client.lr": POSITIVE,
     "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": integer(1),
-    # null shape keys, stats and name are read from the data (image folders, Hugging Face sets: sim.data_spec)
+    # null shape keys, stats and name are read from the data (image folders, Hugging Face sets: sim.data.spec)
     "dataset.name": TEXT_OR_NULL, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT,
     "dataset.num_classes": integer(2, null=True), "dataset.channels": Choice((1, 3, None)),
     "dataset.image_size": integer(MIN_IMAGE_SIZE, null=True),  # the CNN needs >= 16 pixels
@@ -76,7 +76,7 @@ OPTIONAL: dict[str, Rule] = {
     "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
 }
 OPTIONAL.update(LOGGER_RULES)  # logger.<tracker>.<key>: the trackers' settings (sim.tracking.checks)
-# Keys a data source needs (a partition scheme's are sim.partition.SCHEME_PARAMS).
+# Keys a data source needs (a partition scheme's are sim.partition.schemes.SCHEME_PARAMS).
 SOURCE_KEYS = {"cifar10": ("url", "md5"), "synthetic": ("num_train", "num_test", "noise")}
 # Strategy arguments (flwr.serverapp.strategy), checked wherever they appear under `strategy`.
 STRATEGY_RULES: dict[str, Num] = {

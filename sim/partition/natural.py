@@ -37,7 +37,7 @@ def natural_csr(ids: np.ndarray | None, perm: np.ndarray, num_clients: int, by: 
 
 
 def natural_partition(ids: np.ndarray | None, perm: np.ndarray, num_clients: int, by: str) -> list[np.ndarray]:
-    """`natural_csr` as one index array per client (the `sim.partition.partition_labels` form)."""
+    """`natural_csr` as one index array per client (the `sim.partition.schemes.partition_labels` form)."""
     indices, offsets = natural_csr(ids, perm, num_clients, by)
     return np.split(indices, offsets[1:-1])
 
@@ -47,7 +47,7 @@ def split_validation_csr(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Hold out `floor(len * val_fraction)` random examples of every client, vectorised.
 
-    The same rule as `sim.partition.split_validation` (a 1-example client keeps its example
+    The same rule as `sim.partition.schemes.split_validation` (a 1-example client keeps its example
     for training), drawn differently: one `rng.random` key per example and a sort within
     each client, instead of a permutation per client. Returns CSR
     `(train_indices, train_offsets, val_indices, val_offsets)`.

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from sim.client_data import ClientData, DataHandle
+from sim.federation.client_data import ClientData, DataHandle
 from sim.models import build_model as instantiate_model, spec_from_json
-from sim.training import Normalizer, TrainSettings, evaluate, gather, task_seed, train_local
+from sim.federation.training import Normalizer, TrainSettings, evaluate, gather, task_seed, train_local
 
 
 TRAIN_TASK, EVALUATE_TASK = 0, 1

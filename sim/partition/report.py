@@ -1,6 +1,6 @@
 """What a partition looks like: per-client label counts as CSV and as a plot.
 
-Beside every partition manifest `<stem>.npz` (`sim.partition_manifest`) two files are written:
+Beside every partition manifest `<stem>.npz` (`sim.partition.manifest`) two files are written:
 
 - `<stem>_label_counts.csv`: one row per client with the columns
   `client_id, n_train, n_val, label_0, ..., label_{C-1}`, where `label_k` counts the
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from sim.partition_manifest import Partition
+    from sim.partition.manifest import Partition
 
 MAX_PLOTTED_CLIENTS = 100  # the bar chart shows at most this many clients
 

@@ -1,0 +1,7 @@
+"""The Flower way of running the same apps: `flwr run .` and a SuperLink with SuperNodes.
+
+`app` is the Flower App that `[tool.flwr.app.components]` names (Simulation Runtime and
+deployment alike); `launcher` is `python -m sim.deploy` (a SuperLink and N SuperNodes on
+127.0.0.1); `roll_call` maps SuperNodes to client partitions; `processes` starts and stops
+Flower's processes offline and by process id.
+"""
