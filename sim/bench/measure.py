@@ -22,10 +22,10 @@ relative difference between two runs' metric columns.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,14 +38,12 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from sim.run.history import COLUMNS, TIME_COLUMNS
+from sim.run.history import COLUMNS, STEADY_FROM_ROUND, TIME_COLUMNS
 
 log = logging.getLogger(__name__)
 
 TAG_VARIABLE = "SIM_BENCH_TAG"
 METRIC_COLUMNS = [c for c in COLUMNS if c not in TIME_COLUMNS]
-STEADY_FROM_ROUND = 2  # round 0 is the initial evaluation; round 1 includes Ray worker start-up
-_WORKERS_LINE = re.compile(r"clients running at once: (\d+)")
 
 
 @dataclass
@@ -58,16 +56,15 @@ class HarnessRun:
     peak_pss_mb: float  # max over samples of the summed PSS of the run's processes
     peak_uss_mb: float  # the same for USS
     max_processes: int  # most processes seen in one sample
-    workers: int | None  # "clients running at once" from the harness's log
+    workers: int | None  # clients running at once, from the run's summary.json
     log_path: Path
 
 
 def carries_tag(pid: int, tag: str) -> bool:
     """Whether process `pid` has `TAG_VARIABLE=tag` in its environment (False if unreadable)."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"{TAG_VARIABLE}={tag}".encode() in f.read().split(b"\0")
-    except OSError:
+        return psutil.Process(pid).environ().get(TAG_VARIABLE) == tag
+    except psutil.Error:
         return False
 
 
@@ -165,8 +162,8 @@ def run_harness(
         wall_s = time.perf_counter() - launched
     # start_s stays nan if the run ended before any poll saw its round-0 row (the file's
     # mtime would then be a later row's).
-    text = log_path.read_text(errors="replace")
-    match = _WORKERS_LINE.search(text)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return HarnessRun(
         returncode=returncode,
         wall_s=wall_s,
@@ -174,7 +171,7 @@ def run_harness(
         peak_pss_mb=memory.peak_pss / 2**20,
         peak_uss_mb=memory.peak_uss / 2**20,
         max_processes=memory.max_processes,
-        workers=int(match.group(1)) if match else None,
+        workers=summary.get("clients_at_once"),
         log_path=log_path,
     )
 

@@ -134,7 +134,7 @@ def serve(grid: Grid, context: Context) -> Path:
             strategy.node_of_client = nodes
         config = message_config(cfg, overrides, base)
         run_strategy(grid, strategy, arrays, recorder, num_rounds, config, config, float(cfg.round_timeout))
-    save_results(cfg, run_dir, partition, started)
+    save_results(cfg, run_dir, partition, started, clients_at_once=max_packs)
     return run_dir
 
 

@@ -105,9 +105,17 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def summarize(history, wall_s: float, manifest: str | None) -> dict[str, Any]:
-    """Final and best central accuracy, rounds and wall time from a history DataFrame."""
+STEADY_FROM_ROUND = 2  # round 0 is the initial evaluation; round 1 includes Ray worker start-up
+
+
+def summarize(history, wall_s: float, manifest: str | None, clients_at_once: int | None = None) -> dict[str, Any]:
+    """Final and best central accuracy, rounds, wall time, and what a benchmark reads, from a history DataFrame.
+
+    `median_round_s` is the median `round_s` of the steady rounds (from round 2 on; None
+    for a run of fewer rounds); `clients_at_once` is how many client tasks ran in parallel.
+    """
     central = history.dropna(subset=["central_acc"])
+    steady = history.loc[history["round"] >= STEADY_FROM_ROUND, "round_s"].dropna() if "round_s" in history else ()
     best = central.loc[central["central_acc"].idxmax()] if len(central) else None
     last = central.iloc[-1] if len(central) else None
     return {
@@ -118,6 +126,8 @@ def summarize(history, wall_s: float, manifest: str | None) -> dict[str, Any]:
         "best_round": None if best is None else int(best["round"]),
         "wall_s": round(wall_s, 3),
         "partition_manifest": manifest,
+        "clients_at_once": clients_at_once,
+        "median_round_s": float(steady.median()) if len(steady) else None,
     }
 
 

@@ -145,11 +145,12 @@ def make_strategy(cfg: DictConfig, partition, recorder: RoundRecorder, max_packs
     return strategy
 
 
-def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trackers: Trackers | None = None) -> float | None:
+def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trackers: Trackers | None = None,
+                 clients_at_once: int | None = None) -> float | None:
     """Step 7: summary.json and curves.png beside history.csv (and to `trackers`); returns the final central accuracy."""
     history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None
-    summary = summarize(history, time.perf_counter() - started, manifest)
+    summary = summarize(history, time.perf_counter() - started, manifest, clients_at_once)
     summary["dataset"] = OmegaConf.to_container(cfg.dataset, resolve=True)  # as read from the data
     write_json_atomic(run_dir / "summary.json", summary)
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.dataset.name}, {cfg.num_clients} clients")
@@ -217,4 +218,4 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers, s
                 except RunStopped as stop:  # a privacy budget: one line, then the summary as usual
                     log.warning("%s", stop)
     # 7. save
-    return save_results(cfg, run_dir, partition, started, trackers)
+    return save_results(cfg, run_dir, partition, started, trackers, clients_at_once=workers)

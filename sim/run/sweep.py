@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psutil
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -34,15 +35,9 @@ RESULT_COLUMNS = (
 )
 
 
-def driver_rss_mb() -> float | None:
-    """Resident memory of this process now, in MiB (Linux /proc), or None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+def driver_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (psutil)."""
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, str]:

@@ -39,13 +39,15 @@ def test_unknown_column_is_refused(tmp_path):
 
 
 def test_summary_final_and_best(tmp_path):
-    frame = pd.DataFrame({"round": [0, 1, 2, 3], "central_acc": [0.1, 0.5, None, 0.4],
-                          "central_loss": [2.0, 1.0, None, 1.2]})
-    summary = summarize(frame, 12.3456, "partitions/x.npz")
+    frame = pd.DataFrame({"round": [0, 1, 2, 3, 4], "central_acc": [0.1, 0.5, None, 0.4, 0.3],
+                          "central_loss": [2.0, 1.0, None, 1.2, 1.3], "round_s": [0.2, 9.0, 1.0, 2.0, 4.0]})
+    summary = summarize(frame, 12.3456, "partitions/x.npz", clients_at_once=3)
     assert summary == {
-        "rounds": 3, "final_central_acc": 0.4, "final_central_loss": 1.2, "best_central_acc": 0.5,
+        "rounds": 4, "final_central_acc": 0.3, "final_central_loss": 1.3, "best_central_acc": 0.5,
         "best_round": 1, "wall_s": 12.346, "partition_manifest": "partitions/x.npz",
+        "clients_at_once": 3, "median_round_s": 2.0,  # rounds 2..4: round 1 carries worker start-up
     }
+    assert summarize(frame.head(2), 1.0, None)["median_round_s"] is None
     write_json_atomic(tmp_path / "summary.json", summary)
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
 

@@ -13,7 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import TINY, processes_started_by, run_cli, run_dirs, still_alive
+from helpers import TINY, processes_started_by, run_cli, run_dirs, still_alive
 from sim.run.checkpoint import load_checkpoint
 from sim.run.history import COLUMNS, TIME_COLUMNS
 

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from helpers import compose_config
 from sim.federation.sampling import RoundPlanner
 
 SIZE = 4000  # parameters of the toy model: enough to measure a noise std to a few per cent

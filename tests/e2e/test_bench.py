@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, compose_config, run_cli
+from helpers import TINY, compose_config, run_cli
 from sim.bench.measure import METRIC_COLUMNS
 from sim.bench.reference import run_reference
 from sim.bench.workloads import workload_overrides

@@ -15,10 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from helpers import CONF_DIR
 import sim.config.validate as validate_module
 from sim.config.validate import OPTIONAL, REQUIRED, STRATEGY_RULES, ConfigError, train_set_size, validate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 OPTIONS = [f"{g}={f.stem}" for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 GPU_OPTIONS = {"resources=gpu"}  # pass only with a visible GPU (or declared ray_gpus and a CPU server)

@@ -16,7 +16,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import TINY, processes_started_by, run_cli, run_dirs
+from helpers import TINY, processes_started_by, run_cli, run_dirs
 from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow

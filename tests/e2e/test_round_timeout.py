@@ -1,7 +1,7 @@
 """`round_timeout` with a straggler: the round ends on time, without the straggler's reply.
 
 How a missing reply is counted (a failure of each client of its message) is checked
-without timing in tests/test_strategy_behaviour.py; here a real run shows the timeout
+without timing in tests/unit/test_strategy_behaviour.py; here a real run shows the timeout
 ends the round before the straggler answers.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_cli, run_dirs
+from helpers import TINY, run_cli, run_dirs
 from sim.federation.sampling import TRAIN, sample_clients
 
 pytestmark = pytest.mark.slow

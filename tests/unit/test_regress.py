@@ -1,41 +1,15 @@
-"""Tests of `sim.regress`: band numbers, the check's verdicts, and the command line's exit codes."""
+"""Tests of `sim.regress`: band numbers, the check's verdicts, means of runs, `main`'s exit codes."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from sim.run.history import COLUMNS, HistoryWriter
+from helpers.regress import CLI_SEEDS, NAN, baseline, history, write_run
 from sim.regress import VIOLATION_COLUMNS, build_band, check, main, mean_history, mean_of_runs_scale
 from sim.report import UnusableInput
-from conftest import REPO, run_cli
-
-NAN = float("nan")
-
-
-def history(acc: list[float], loss: list[float] | None = None) -> pd.DataFrame:
-    """A history frame with the real columns; round i has central_acc acc[i] (NaN: not measured)."""
-    frame = pd.DataFrame({c: np.nan for c in COLUMNS}, index=range(len(acc)))
-    frame["round"] = range(len(acc))
-    frame["central_acc"] = acc
-    frame["central_loss"] = loss if loss is not None else [2.0 - a if a == a else NAN for a in acc]
-    return frame
-
-
-def write_run(run_dir: Path, acc: list[float], overrides: list[str] = ()) -> Path:
-    """A fake run directory: history.csv written by the real writer, plus .hydra/overrides.yaml."""
-    run_dir.mkdir(parents=True)
-    writer = HistoryWriter(run_dir / "history.csv")
-    for row in history(acc).to_dict("records"):
-        writer.append({k: v for k, v in row.items() if v == v} | {"round": int(row["round"])})
-    (run_dir / ".hydra").mkdir()
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    return run_dir
 
 
 SEEDS = [[0.25, 0.5, 0.5, 0.5], [0.5, 0.5, 0.75, 1.0], [0.75, 0.5, NAN]]
@@ -121,18 +95,6 @@ def test_rounds_the_baseline_leaves_empty_are_not_checked():
 
 # --- command line -------------------------------------------------------------------------
 
-# three seeds that agree as real ones do: a 10x lower curve is far outside their band
-CLI_SEEDS = [[0.1, 0.5, 0.6, 0.7], [0.1, 0.52, 0.62, 0.71], [0.1, 0.48, 0.61, 0.69]]
-
-
-@pytest.fixture
-def baseline(tmp_path) -> Path:
-    """A band baseline built through the CLI from three seeds."""
-    dirs = [write_run(tmp_path / "seeds" / str(i), acc, [f"seed={i}"]) for i, acc in enumerate(CLI_SEEDS)]
-    out = tmp_path / "baseline.csv"
-    assert main(["build", *map(str, dirs), "--out", str(out)]) == 0
-    return out
-
 
 def test_build_cli_writes_the_band(baseline):
     written = pd.read_csv(baseline)
@@ -198,17 +160,6 @@ def test_check_cli_exits_2_with_one_line(tmp_path, baseline, capsys, case, messa
     assert main(["check", str(run), "--baseline", str(baseline)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sim.regress: error: ") and message in err[0]
-
-
-@pytest.mark.slow  # a `python -m sim.regress` subprocess
-def test_cli_as_a_subprocess(tmp_path, baseline):
-    low = write_run(tmp_path / "low", [a / 10 for a in CLI_SEEDS[0]])
-    result = run_cli([str(low), "--baseline", str(baseline)], cwd=REPO, module="sim.regress", timeout=60)
-    assert result.returncode == 1, result.stderr
-    assert "FAIL: 4 points" in result.stdout and "central_acc" in result.stdout
-    missing = run_cli(["check", str(tmp_path / "nowhere"), "--baseline", str(baseline)],
-                      cwd=REPO, module="sim.regress", timeout=60)
-    assert missing.returncode == 2 and "no history.csv found" in missing.stderr
 
 
 def test_the_mean_of_m_runs_is_held_to_a_band_narrowed_by_the_spread_of_a_mean():

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from conftest import run_cli
+from helpers import run_cli
 
 pytestmark = pytest.mark.slow  # a `python -m sim` subprocess each
 NO_GPU_ONLY = [  # refused only where no GPU is visible (and no cluster address is set)

@@ -1,34 +1,31 @@
-"""Experiment trackers (sim.tracking): read back with each library's own reader, offline.
+"""Experiment trackers (sim.tracking), in-process: the real trackers fed by hand, read back offline.
 
 TensorBoard through its EventAccumulator, MLflow through MlflowClient, W&B through its
 offline transaction log (`run-<id>.wandb`: W&B ships no Python reader for it, so the
 framing is read by `sim.tracking.wandb_tracker.offline_records`, the records decoded
-with W&B's own protobuf schema). Unit
-tests drive the real trackers in-process (no Ray); the slow ones run `python -m sim`.
+with W&B's own protobuf schema); readers in tests/helpers/trackers.py. No Ray.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import TINY, compose_config, run_cli, run_dirs
+from helpers.trackers import assert_matches_history, mlflow_client
+from helpers import compose_config
 from sim.errors import ConfigError
-from sim.run.history import COLUMNS, HistoryWriter
+from sim.run.history import HistoryWriter
 from sim.tracking import STATE_FILE, Trackers, check_logger
 from sim.tracking.base import RunInfo, Tracker
 from sim.tracking.fanout import build_trackers, open_trackers
-from sim.tracking.wandb_tracker import offline_history as wandb_history
 from sim.tracking.wandb_tracker import offline_records as wandb_records
 
 LOGGERS = ("none", "tensorboard", "mlflow", "wandb", "many")
-METRICS = [c for c in COLUMNS if c != "round"]
 ROWS = [  # history rows as RoundRecorder makes them (round 0: central evaluation only)
     {"round": 0, "central_loss": 2.31, "central_acc": 0.1, "round_s": 0.5, "elapsed_s": 0.5},
     *({"round": r, "train_clients": 3, "train_failures": 0, "eval_clients": 2, "eval_failures": 0,
@@ -38,14 +35,6 @@ ROWS = [  # history rows as RoundRecorder makes them (round 0: central evaluatio
 
 
 # --- readers: each library's own -------------------------------------------------------------
-
-def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} from every event file in `log_dir` (TensorBoard's reader)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def tensorboard_hparams(log_dir: Path) -> dict[str, object]:
@@ -61,38 +50,6 @@ def tensorboard_hparams(log_dir: Path) -> dict[str, object]:
             hparams = data.session_start_info.hparams
             return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in hparams.items()}
     return {}
-
-
-def mlflow_client(uri: str):
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def expected_points(history: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
-    """{column: [(round, value)]} of every non-empty history cell (round excluded: it is the step)."""
-    return {c: [(int(r), float(v)) for r, v in zip(history["round"], history[c]) if pd.notna(v)] for c in METRICS}
-
-
-def assert_matches_history(run_dir: Path, history: pd.DataFrame, state: dict) -> None:
-    """Each tracker in `state` holds every history cell once, at its round."""
-    expected = {k: v for k, v in expected_points(history).items() if v}
-    if "tensorboard" in state:
-        scalars = tensorboard_scalars(Path(state["tensorboard"]["log_dir"]))
-        for column, points in expected.items():
-            assert [s for s, _ in scalars[column]] == [s for s, _ in points], column
-            assert [v for _, v in scalars[column]] == pytest.approx([v for _, v in points], rel=1e-6), column
-    if "mlflow" in state:
-        client, run_id = mlflow_client(state["mlflow"]["tracking_uri"]), state["mlflow"]["run_id"]
-        for column, points in expected.items():
-            got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, column))
-            assert got == points, column  # exact floats, one value per step
-    if "wandb" in state:
-        logged = wandb_history(run_dir, state["wandb"]["run_id"])
-        assert [step for step, _ in logged] == history["round"].tolist()
-        for column, points in expected.items():
-            assert [(s, row[column]) for s, row in logged if column in row] == points, column
 
 
 # --- config and validation --------------------------------------------------------------------
@@ -136,20 +93,6 @@ def test_missing_package_is_one_line_naming_the_install(monkeypatch):
         check_logger(compose_config(["logger=[tensorboard,mlflow]"]))
     assert str(info.value) == ("logger=mlflow needs the mlflow package, which is not installed: "
                                "run pip install -e '.[mlflow]' (or pip install mlflow)")
-
-
-@pytest.mark.slow
-def test_cli_refuses_missing_package_before_any_work(tmp_path):
-    hide = tmp_path / "hide"
-    hide.mkdir()
-    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['wandb'] = None  # as if not installed\n")
-    env = {"PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
-    result = run_cli([*TINY, "logger=wandb"], cwd=tmp_path, timeout=120, env=env)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "error: logger=wandb needs the wandb package, which is not installed: "
-        "run pip install -e '.[wandb]' (or pip install wandb)"]
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.*"))
 
 
 # --- the fan-out: faults and resume, with a deliberately failing backend ----------------------
@@ -256,86 +199,3 @@ def test_real_trackers_read_back_and_resume_without_duplicates(tmp_path, monkeyp
     assert len(segments) == 2  # W&B offline: one folder per process, one run id
     config = [r.config for r in wandb_records(run_dir, state["wandb"]["run_id"]) if r.HasField("config")]
     assert any(u.key == "num_clients" and u.value_json == "100" for c in config for u in c.update)
-
-
-# --- end to end: python -m sim ------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_sweep_logs_one_tracker_run_per_job_grouped_by_sweep(tmp_path, data_dir, monkeypatch):
-    """`-m seed=0,1 logger=many`: each job read back equals its history.csv; the jobs share a group."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    monkeypatch.delenv("WANDB_MODE", raising=False)  # W&B's default: offline
-    result = run_cli(["-m", *TINY, f"dataset.data_dir={data_dir}", "seed=0,1", "logger=many"], cwd=tmp_path,
-                     timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = run_dirs(tmp_path)
-    assert len(jobs) == 2
-    sweep_dir = jobs[0].parent
-    group = sweep_dir.relative_to(tmp_path / "results").as_posix()  # multirun/<date>/<time>
-    states = [json.loads((job / STATE_FILE).read_text()) for job in jobs]
-    for job, state in zip(jobs, states):
-        history = pd.read_csv(job / "history.csv")
-        assert history["round"].tolist() == [0, 1, 2]
-        assert_matches_history(job, history, state)
-        assert state["wandb"]["group"] == group and state["mlflow"]["parent_run_id"] is not None
-    # TensorBoard: one run per job folder under the sweep
-    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
-    multiplexer.Reload()
-    assert sorted(multiplexer.Runs()) == ["0/tensorboard", "1/tensorboard"]
-    assert all("curves" in multiplexer.GetAccumulator(run).Tags()["images"] for run in multiplexer.Runs())
-    # MLflow: both jobs are children of the sweep's one parent run, with params, summary and plots
-    client = mlflow_client(states[0]["mlflow"]["tracking_uri"])
-    parent = states[0]["mlflow"]["parent_run_id"]
-    assert states[1]["mlflow"]["parent_run_id"] == parent
-    children = client.search_runs([states[0]["mlflow"]["experiment_id"]],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
-    for job, state in zip(jobs, states):
-        run = client.get_run(state["mlflow"]["run_id"])
-        summary = json.loads((job / "summary.json").read_text())
-        assert run.info.status == "FINISHED" and run.data.metrics["final_central_acc"] == summary["final_central_acc"]
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"curves.png", "summary.json"} <= artifacts and any(a.endswith("_labels.png") for a in artifacts)
-        # W&B: the run record carries the sweep as its group; summary and results artifact logged
-        records = list(wandb_records(job, state["wandb"]["run_id"]))
-        assert [r.run.run_group for r in records if r.HasField("run")] == [group]
-        assert any(r.HasField("artifact") and r.artifact.type == "results" for r in records)
-        assert any(u.key == "final_central_acc" for r in records if r.HasField("summary") for u in r.summary.update)
-
-
-@pytest.mark.slow
-def test_failing_tracker_costs_a_warning_not_the_run(tmp_path, data_dir):
-    """MLflow pointed into a regular file (it cannot create its store): TensorBoard and the run go on."""
-    (tmp_path / "not-a-dir").write_text("a file where MLflow's store should go\n")
-    result = run_cli([*TINY, f"dataset.data_dir={data_dir}", "logger=[tensorboard,mlflow]",
-                      "logger.mlflow.tracking_uri=not-a-dir/mlruns"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "mlflow tracker failed and is off for the rest of this run" in result.stdout + result.stderr
-    (run_dir,) = run_dirs(tmp_path)
-    history = pd.read_csv(run_dir / "history.csv")
-    assert history["round"].tolist() == [0, 1, 2] and history["central_acc"].notna().all()
-    state = json.loads((run_dir / STATE_FILE).read_text())
-    assert state["tensorboard"]["last_round"] == 2 and "run_id" not in state["mlflow"]
-    assert_matches_history(run_dir, history, {"tensorboard": state["tensorboard"]})
-
-
-@pytest.mark.slow
-def test_resume_continues_the_same_tracker_runs_without_duplicate_steps(tmp_path, data_dir, monkeypatch):
-    """Ctrl-C after round 2 of 5, then resume=: every tracker holds rounds 0..5 once, in one run."""
-    import signal
-
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    from test_resume import interrupt_at_round
-
-    args = [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=5", "logger=many"]
-    returncode, run_dir, _ = interrupt_at_round(tmp_path, args, signal.SIGINT, 2)
-    assert returncode == 130
-    before = json.loads((run_dir / STATE_FILE).read_text())
-    result = run_cli([f"resume={run_dir}"], cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    after = json.loads((run_dir / STATE_FILE).read_text())
-    assert all(after[k]["run_id"] == before[k]["run_id"] for k in ("mlflow", "wandb"))
-    history = pd.read_csv(run_dir / "history.csv")
-    assert history["round"].tolist() == [0, 1, 2, 3, 4, 5]
-    assert_matches_history(run_dir, history, after)

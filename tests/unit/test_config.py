@@ -1,21 +1,12 @@
-"""Composition of every option of every config group, and the CLI contract."""
+"""Composition of every option of every config group (Hydra's compose API, in-process)."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, REPO, compose_config, run_cli
-
-GROUPS = ("dataset", "partition", "model", "client", "strategy", "resources", "experiment")
-
-
-def options(group: str) -> list[str]:
-    """Every option file of a config group."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-ALL_OPTIONS = [(g, o) for g in GROUPS for o in options(g)]
+from helpers.config_options import ALL_OPTIONS, GROUPS, options
+from helpers import CONF_DIR, REPO, compose_config
 
 
 def test_every_group_exists_and_has_options():
@@ -80,12 +71,3 @@ def test_every_yaml_key_has_a_comment():
             if stripped.startswith("# @package"):
                 continue
             assert "#" in line, f"{path.relative_to(REPO)}:{number} has no comment: {line!r}"
-
-
-@pytest.mark.slow  # a `python -m sim` subprocess each
-@pytest.mark.parametrize("group,option", ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
-def test_cli_prints_job_config_for_every_option(group, option, tmp_path):
-    result = run_cli([f"{group}={option}", "--cfg", "job", "--resolve"], cwd=tmp_path, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "num_clients:" in result.stdout and "seed:" in result.stdout
-    assert not (tmp_path / "results").exists()  # --cfg runs nothing

@@ -1,107 +1,28 @@
 """Bring your own model and data: the model zoo, any nn.Module, image folders that infer
-their shape and statistics, Hugging Face data sets, natural and size partitions.
-
-Unit tests run in-process without Ray; the two `slow` tests run `python -m sim` end to end
-(a grayscale 28x28 image folder; a Hugging Face `save_to_disk` copy with a natural
-partition and a model class defined in this module). The hub is never contacted: this
-module sets HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the whole test process.
+their shape and statistics, Hugging Face data sets, natural and size partitions (in-process,
+no Ray; the end-to-end runs are in tests/e2e/test_byo_e2e.py).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import time
 import zipfile
-from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # before datasets/huggingface_hub are imported anywhere
-os.environ["HF_DATASETS_OFFLINE"] = "1"
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from flwr.app import ArrayRecord  # noqa: E402
-from torch import nn  # noqa: E402
-
-from conftest import compose_config, run_cli, run_dirs  # noqa: E402
-from sim.federation.client_app import train_pack  # noqa: E402
-from sim.federation.client_data import ClientData  # noqa: E402
-from sim.data import DataError, load_dataset, synthetic  # noqa: E402
-from sim.data.spec import with_data  # noqa: E402
-from sim.models import build_model, model_spec  # noqa: E402
-from sim.partition.schemes import partition_labels, split_validation  # noqa: E402
-from sim.run.recipe import client_config, initial_model  # noqa: E402
-from sim.federation.training import Normalizer, TrainSettings, train_local  # noqa: E402
-
-TESTS = Path(__file__).resolve().parent
-
-
-class PoolNet(nn.Module):
-    """A model whose constructor shares no argument with `sim.models.cnn.Net`."""
-
-    def __init__(self, colours: int, n_out: int, hidden: int = 16):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(colours * 16, hidden), nn.ReLU(), nn.Linear(hidden, n_out)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-POOLNET = [
-    "model=custom", "model._target_=test_byo.PoolNet", "+model.colours=${dataset.channels}",
-    "+model.n_out=${dataset.num_classes}", "+model.hidden=8",
-]
-
-
-# ------------------------------------------------------------------------------------- helpers
-
-
-def png(array: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(out, format="PNG")
-    return out.getvalue()
-
-
-def gray_folder(root: Path, num_train: int = 400, num_test: int = 100, classes: int = 4) -> tuple[Path, object]:
-    """A learnable grayscale 28x28 image folder as a .zip: train/c<k>/*.png, test/c<k>/*.png."""
-    ds = synthetic.generate(num_train, num_test, classes, channels=1, image_size=28, noise=0.2, seed=1)
-    path = root / "digits.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        for split, images, labels in (("train", ds.train_images, ds.train_labels), ("test", ds.test_images, ds.test_labels)):
-            for i, (image, label) in enumerate(zip(images, labels)):
-                archive.writestr(f"{split}/c{label}/{i:04d}.png", png(image))
-    return path, ds
-
-
-def hf_copy(root: Path, writers: int = 6, per_writer: int = 40) -> tuple[Path, object]:
-    """A tiny DatasetDict (Image feature, ClassLabel, string writer ids) saved with save_to_disk."""
-    import datasets
-
-    n = writers * per_writer
-    ds = synthetic.generate(n, 60, 3, channels=3, image_size=16, noise=0.2, seed=2)
-    rng = np.random.default_rng(0)
-    writer = [f"w{w:02d}" for w in rng.integers(0, writers, n)]
-    features = datasets.Features(
-        {"img": datasets.Image(), "fine": datasets.ClassLabel(names=["ant", "bee", "cat"]), "writer_id": datasets.Value("string")}
-    )
-
-    def split(images, labels, ids):
-        rows = {"img": [Image.fromarray(x) for x in images], "fine": labels.tolist(), "writer_id": ids}
-        return datasets.Dataset.from_dict(rows, features=features)
-
-    tests = [f"w{w:02d}" for w in range(len(ds.test_labels))]
-    dd = datasets.DatasetDict(
-        train=split(ds.train_images, ds.train_labels, writer), test=split(ds.test_images, ds.test_labels, tests)
-    )
-    path = root / "tiny_hf"
-    dd.save_to_disk(str(path))
-    return path, (ds, writer)
+from helpers.own_data import POOLNET, PoolNet, gray_folder, hf_copy, png
+from helpers import compose_config
+from sim.data import DataError, load_dataset
+from sim.data.spec import with_data
+from sim.federation.client_app import train_pack
+from sim.federation.client_data import ClientData
+from sim.federation.training import Normalizer, TrainSettings, train_local
+from sim.models import build_model, model_spec
+from sim.partition.schemes import partition_labels, split_validation
+from sim.run.recipe import client_config, initial_model
 
 
 # ----------------------------------------------------------------------------------- item 1: models
@@ -112,7 +33,7 @@ def test_any_module_is_built_from_the_resolved_config_in_driver_and_client(tmp_p
     cfg.dataset.data_dir = str(tmp_path)
     data = load_dataset(cfg.dataset, 0)
     cfg = with_data(cfg, data)
-    assert model_spec(cfg) == {"_target_": "test_byo.PoolNet", "colours": 3, "n_out": 10, "hidden": 8}
+    assert model_spec(cfg) == {"_target_": "helpers.own_data.PoolNet", "colours": 3, "n_out": 10, "hidden": 8}
     parts = split_validation(partition_labels(data.train_labels, "iid", 2, seed=0), 0.25, seed=0)
     offsets = lambda p: np.concatenate([[0], np.cumsum([len(x) for x in p])]).astype(np.int64)  # noqa: E731
     client = ClientData(data.train_images, data.train_labels, np.concatenate(parts[0]), offsets(parts[0]),
@@ -308,43 +229,3 @@ def test_bad_byo_settings_are_one_line_before_any_work(overrides, key):
     with pytest.raises(ConfigError) as info:
         validate(compose_config(overrides))
     assert str(info.value).startswith(key) and "\n" not in str(info.value)
-
-
-# ---------------------------------------------------------------------------- end to end (slow)
-
-
-@pytest.mark.slow
-def test_grayscale_folder_end_to_end_learns_above_chance(tmp_path):
-    path, _ = gray_folder(tmp_path)
-    result = run_cli(
-        ["dataset=folder", f"dataset.path={path}", "model=cnn28", "num_clients=4", "clients_per_round=4",
-         "eval_clients_per_round=0", "num_rounds=2", "client.epochs=1", "client.batch_size=16"],
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path)
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["final_central_acc"] > 0.5  # 4 classes: chance is 0.25
-    assert summary["dataset"]["name"] == "digits" and summary["dataset"]["channels"] == 1
-    assert summary["partition_manifest"].startswith("partitions/digits_iid_n4")
-    names = [p.name for p in (tmp_path / "partitions").iterdir()] + [p.name for p in (tmp_path / "data/cache").iterdir()]
-    assert names and not any("cifar" in n for n in names)
-
-
-@pytest.mark.slow
-def test_hf_copy_natural_partition_and_own_model_end_to_end(tmp_path):
-    path, (_, writer) = hf_copy(tmp_path)
-    writers = len(set(writer))
-    result = run_cli(
-        ["dataset=hf", f"dataset.path={path}", "dataset.image_column=img", "dataset.label_column=fine",
-         "partition=natural", f"num_clients={writers}", "clients_per_round=3", "eval_clients_per_round=2",
-         "num_rounds=2", "client.epochs=1", "client.batch_size=16", *POOLNET],
-        cwd=tmp_path, env={"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_dirs(tmp_path)
-    history = pd.read_csv(run / "history.csv")
-    assert list(history["round"]) == [0, 1, 2] and history["train_failures"].fillna(0).sum() == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["partition_manifest"] == f"partitions/tiny_hf_natural_bywriter_id_n{writers}_val0.1_seed0.npz"
-    assert summary["dataset"]["num_classes"] == 3 and summary["dataset"]["name"] == "tiny_hf"

@@ -16,9 +16,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from helpers import CIFAR10_ARCHIVE, CONF_DIR
 from sim.data import DataError, Dataset, cache, cifar10, load_dataset, synthetic
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+CONF = CONF_DIR / "dataset"
 CIFAR10_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
 
 
@@ -413,12 +414,7 @@ def test_cache_concurrent_writer_wins(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ real CIFAR-10 copy
 
-REAL_ARCHIVE = Path(
-    os.environ.get(
-        "SIM_CIFAR10_ARCHIVE",
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "cifar10" / "cifar10-jpeg.tar.gz",
-    )
-)
+REAL_ARCHIVE = CIFAR10_ARCHIVE
 
 
 @pytest.mark.cifar10

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
 
-from conftest import compose_config
+from helpers import compose_config
 from sim.federation.client_app import build_client_app, evaluate_pack, train_pack
 from sim.federation.client_data import ClientData, DataHandle
 from sim.data import load_dataset

@@ -1,6 +1,6 @@
 """Algorithms through `python -m sim`: resume with client state, and an algorithm from outside the package.
 
-(Every algorithm also runs in the one-sweep test of tests/test_strategies.py, which takes
+(Every algorithm also runs in the one-sweep test of tests/e2e/test_strategies_e2e.py, which takes
 every file of conf/strategy/.)
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY, run_cli, run_dirs
+from helpers import REPO, TINY, run_cli, run_dirs
 from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow

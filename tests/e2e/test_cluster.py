@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_cli, run_dirs
+from helpers import TINY, run_cli, run_dirs
 
 pytestmark = pytest.mark.slow
 

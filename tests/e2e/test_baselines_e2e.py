@@ -1,0 +1,69 @@
+"""Accuracy curves guarded against the committed baselines (`python -m sim.regress`), end to end.
+
+The synthetic curve is deterministic and checked with an absolute tolerance; a 10x slower
+learning rate must fail it. On the shared CIFAR-10 copy, seeds NOT in the band (HELD_OUT)
+are run and their mean curve must stay inside the band, while the same runs with 30 % less
+gain above chance, and with a 10x smaller learning rate (a different curve: on this
+configuration it learns faster), must fail. How the baselines were made:
+tests/helpers/baselines.py.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from helpers.baselines import BASELINES, CIFAR10, CIFAR10_BAND, HELD_OUT, HELD_OUT_METRICS, SYNTHETIC, less_gain
+from helpers import run_cli, run_dirs
+from sim.regress import check, mean_history
+from sim.report import read_history
+
+
+def _regress(run_dir, baseline, cwd):
+    return run_cli([str(run_dir), "--baseline", str(baseline)], cwd=cwd, module="sim.regress", timeout=120)
+
+
+@pytest.mark.slow
+def test_synthetic_curve_matches_its_baseline_and_a_slower_lr_fails(tmp_path, data_dir, ray_cluster_address):
+    baseline = BASELINES / "synthetic_fedavg.csv"
+    for name, extra in (("same", []), ("slow", ["client.lr=0.005"])):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = run_cli([*SYNTHETIC, *extra, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"],
+                         cwd=cwd)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run_dir,) = run_dirs(cwd)
+        verdict = _regress(run_dir, baseline, cwd)
+        if name == "same":
+            assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+        else:  # a 10x smaller learning rate bends the curve: exit 1 with the table of rounds
+            assert verdict.returncode == 1, verdict.stdout + verdict.stderr
+            assert "central_acc" in verdict.stdout and "round" in verdict.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.cifar10
+def test_cifar10_held_out_seeds_stay_in_the_band_and_weaker_curves_fail(tmp_path, data_dir, cifar10_archive,
+                                                                        ray_cluster_address):
+    common = [*CIFAR10, f"dataset.path={cifar10_archive}", f"dataset.data_dir={data_dir}",
+              f"resources.address={ray_cluster_address}"]
+    runs = {}
+    for name, extra in [*((f"seed{s}", [f"seed={s}"]) for s in HELD_OUT), ("slow", ["seed=100", "client.lr=0.005"])]:
+        cwd = tmp_path / name
+        cwd.mkdir()
+        result = run_cli([*common, *extra], cwd=cwd, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (runs[name],) = run_dirs(cwd)
+    held_out = [runs[f"seed{s}"] for s in HELD_OUT]
+    check_cli = _regress_runs(held_out, CIFAR10_BAND, tmp_path)
+    assert check_cli.returncode == 0, check_cli.stdout + check_cli.stderr  # the mean's accuracy is inside
+    mean = mean_history([read_history(r) for r in held_out])
+    band = pd.read_csv(CIFAR10_BAND)
+    assert not check(less_gain(mean, 0.3), band, runs=len(HELD_OUT), metrics=HELD_OUT_METRICS).empty
+    slow = _regress_runs([runs["slow"]], CIFAR10_BAND, tmp_path)  # a 10x smaller learning rate
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+
+
+def _regress_runs(run_dirs_: list, baseline, cwd):
+    return run_cli(["check", *map(str, run_dirs_), "--baseline", str(baseline), "--metrics", ",".join(HELD_OUT_METRICS)],
+                   cwd=cwd, module="sim.regress", timeout=120)

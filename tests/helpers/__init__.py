@@ -1,0 +1,78 @@
+"""Shared test helpers: the repo's paths, config composition, CLI runs, process checks.
+
+Test modules import these (`from helpers import TINY, run_cli`); fixtures stay in conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[2]  # tests/helpers/ -> the repo root
+CONF_DIR = REPO / "conf"
+CIFAR10_ARCHIVE = Path(
+    os.environ.get("SIM_CIFAR10_ARCHIVE", REPO.parent / "shared" / "cifar10" / "cifar10-jpeg.tar.gz")
+)
+
+# A run small enough for seconds on two cores: synthetic data, few clients, few rounds.
+TINY = [
+    "dataset=synthetic",
+    "dataset.num_train=600",
+    "dataset.num_test=200",
+    "num_clients=6",
+    "clients_per_round=3",
+    "eval_clients_per_round=2",
+    "num_rounds=2",
+    "client.batch_size=16",
+    "client.epochs=1",
+]
+
+
+def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
+    """The real config tree composed with `overrides`, as the CLI would see it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 240, module: str = "sim", env: dict | None = None):
+    """`python -m <module> args...` in `cwd`; returns the CompletedProcess (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    """Run directories (those holding a history.csv) under `cwd/results`, oldest first."""
+    return sorted(p.parent for p in (cwd / "results").rglob("history.csv"))
+
+
+def processes_started_by(pid: int) -> list[psutil.Process]:
+    """Every live process below `pid`: its private Ray instance (GCS, raylet, agents, workers)."""
+    return psutil.Process(pid).children(recursive=True)
+
+
+def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[str]:
+    """Command lines of the `processes` still running (zombies count as gone) after up to `wait_s`."""
+    deadline = time.time() + wait_s
+    while True:
+        alive = []
+        for proc in processes:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(proc.cmdline())[:200])
+            except psutil.Error:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)
