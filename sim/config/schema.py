@@ -75,7 +75,9 @@ SETTINGS: dict[str, Setting] = {
     # conf/dataset/
     "dataset.name": _req(TEXT_OR_NULL, "data set name: names caches, manifests, plots, summaries; "
                                        "null: the last part of the folder, archive, repo or path"),
-    "dataset.path": _req(TEXT_OR_NULL, "local source files"),
+    "dataset.path": _req(TEXT_OR_NULL, "local data instead of the built-in source: an image-folder tree "
+                                       "train/<class>/*, test/<class>/* (DIR or .tar/.tar.gz/.tgz/.zip), or for hf "
+                                       "a save_to_disk folder or .parquet files; null: the download or hub"),
     "dataset.data_dir": _req(TEXT, "folder for downloads and the decoded .npy cache, relative to where you launch"),
     "dataset.num_classes": _req(integer(2, null=True), f"label count; the model's output size follows it; {_SHAPE_NULL}"),
     "dataset.channels": _req(Choice((1, 3, None)), "image channels; the model's input channels follow it; "
