@@ -3,7 +3,7 @@
     Num(0, 1, hi_open=True).check("client.momentum", 1.5)
     # ConfigError: client.momentum=1.5 is not allowed: must be a number in [0, 1)
 
-`sim.config.validate` maps every config key to one of these rules.
+`sim.config.schema` gives every config key one of these rules (and its meaning).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ class Choice:
         raise error(key, value, "is not allowed", self.allowed())
 
 
-# The CNN's two (5x5 conv, 2x2 pool) stages need images of at least this side; the one rule for
-# dataset.image_size (sim.config.validate), the synthetic generator and sim.models.cnn.
+# The CNN's two (5x5 conv, 2x2 pool) stages need images of at least this side: the one minimum of
+# dataset.image_size (sim.config.schema), also named by sim.models.cnn's own error.
 MIN_IMAGE_SIZE = 16
 
 BOOL = Choice((True, False), text="true or false")
@@ -130,7 +130,21 @@ POSITIVE, NON_NEGATIVE = Num(0, lo_open=True), Num(0)
 FRACTION, BELOW_ONE = Num(0, 1), Num(0, 1, hi_open=True)
 
 
-Rule = Num | Nums | Choice
+@dataclass(frozen=True)
+class Names:
+    """A non-empty list of non-empty strings (layer-name prefixes)."""
+
+    def allowed(self) -> str:
+        """What the rule accepts."""
+        return "must be a non-empty list of layer names, e.g. [fc3]"
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise ConfigError unless `value` is a non-empty list of non-empty strings."""
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise error(key, value, "is not allowed", self.allowed())
+
+
+Rule = Num | Nums | Choice | Names
 
 
 def integer(lo: int, hi: int | None = None, null: bool = False) -> Num:

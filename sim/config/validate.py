@@ -2,9 +2,10 @@
 
     validate(cfg)   # raises ConfigError("num_rounds=0 is not allowed: must be an integer >= 1")
 
-`REQUIRED` and `OPTIONAL` give each key's rule (`sim.config.rules`: type, range and the
-wording of the error); optional keys, such as `client.failure_rate` or a strategy's
-`proximal_mu` from `STRATEGY_RULES`, are checked only when present. `_cross_checks`
+`REQUIRED` and `OPTIONAL` give each key's rule, read from `sim.config.schema` (the one
+table of every key's type, range and meaning; `sim.config.rules` words the error);
+optional keys, such as `client.failure_rate` or a strategy's `proximal_mu` from
+`STRATEGY_RULES`, are checked only when present. `_cross_checks`
 relates keys to each other and to the train set size, which is known without loading for
 cifar10 (50,000) and synthetic data (`dataset.num_train`). Nothing is loaded and Ray is
 not started: the only side effects are a `stat` of `dataset.path`,
@@ -21,10 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.algorithms.config_rules import ALGORITHM_RULES
-from sim.config.rules import (
-    BELOW_ONE, BOOL, FRACTION, MIN_IMAGE_SIZE, NON_NEGATIVE, POSITIVE, TEXT, TEXT_OR_NULL, Choice, Num, Nums, Rule, error, integer,
-)
+from sim.config.rules import Rule, error
+from sim.config.schema import SETTINGS, STRATEGY_ARGS
 from sim.errors import ConfigError
 from sim.federation.flower_internals import ray_cpu_count
 from sim.partition.schemes import SCHEME_PARAMS
@@ -35,60 +34,15 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _ABSENT = object()
 
 
-# Keys every config has: key -> rule.
-REQUIRED: dict[str, Rule] = {
-    "seed": integer(0), "num_clients": integer(1), "clients_per_round": integer(1), "eval_clients_per_round": integer(0),
-    "num_rounds": integer(1), "central_eval_every": integer(0), "verbose": BOOL, "round_timeout": POSITIVE,
-    "client.epochs": integer(1), "client.batch_size": integer(1), "client.lr": POSITIVE,
-    "client.momentum": BELOW_ONE, "client.weight_decay": NON_NEGATIVE, "client.eval_batch_size": integer(1),
-    # null shape keys, stats and name are read from the data (image folders, Hugging Face sets: sim.data.spec)
-    "dataset.name": TEXT_OR_NULL, "dataset.path": TEXT_OR_NULL, "dataset.data_dir": TEXT,
-    "dataset.num_classes": integer(2, null=True), "dataset.channels": Choice((1, 3, None)),
-    "dataset.image_size": integer(MIN_IMAGE_SIZE, null=True),  # the CNN needs >= 16 pixels
-    "dataset.mean": Nums(FRACTION, null=True), "dataset.std": Nums(POSITIVE, null=True),
-    "partition.scheme": Choice(tuple(SCHEME_PARAMS)), "partition.val_fraction": BELOW_ONE,
-    "model._target_": TEXT, "strategy._target_": TEXT,
-    "resources.client_cpus": POSITIVE, "resources.client_gpus": FRACTION,
-    "resources.ray_cpus": integer(1, null=True), "resources.ray_gpus": integer(0, null=True),
-    "resources.address": TEXT_OR_NULL,
-    "resources.server_device": Choice(pattern=r"cpu|cuda(:\d+)?", text="cpu, cuda or cuda:N"),
-}
-# Keys of some options (a data source, a partition scheme) or added later: checked when present.
-OPTIONAL: dict[str, Rule] = {
-    "max_failed_rounds": integer(0), "fail_fast": BOOL,
-    "checkpoint_every": integer(0), "resume": Choice((True, False, None), TEXT.pattern, "true, false, null or a path"),
-    "client.amp": BOOL, "client.channels_last": BOOL,
-    "client.failure_rate": FRACTION, "client.straggler_rate": FRACTION, "client.straggler_delay_s": NON_NEGATIVE,
-    "dataset.url": TEXT, "dataset.md5": Choice(pattern=r"[0-9a-fA-F]{32}", text="32 hex digits"),
-    "dataset.num_train": integer(1), "dataset.num_test": integer(1), "dataset.noise": FRACTION,
-    "dataset.source": Choice(("folder", "hf")), "dataset.resize": BOOL, "dataset.repo": TEXT_OR_NULL,
-    "dataset.image_column": TEXT, "dataset.label_column": TEXT, "dataset.train_split": TEXT,
-    "dataset.test_split": TEXT_OR_NULL, "dataset.test_fraction": Num(0, 1, lo_open=True, hi_open=True),
-    "partition.by": TEXT, "partition.sizes": Nums(integer(0), null=True),
-    "partition.dir": TEXT, "partition.alpha": POSITIVE, "partition.min_partition_size": integer(0),
-    "partition.self_balancing": BOOL, "partition.shards_per_client": integer(1), "partition.shard_size": integer(1, null=True),
-    "partition.classes_per_client": integer(1),
-    "partition.class_assignment_mode": Choice(("first-deterministic", "deterministic", "random")),
-    "model.in_channels": integer(1, null=True), "model.image_size": integer(1, null=True),
-    "model.num_classes": integer(2, null=True),  # null until the data is loaded (dataset=folder, hf)
-    "model.norm_groups": integer(1), "model.stem": Choice(("cifar", "imagenet")), "model.hidden": integer(1),
-    "strategy.packable": BOOL,
-    "strategy.strategy._target_": TEXT, "strategy.strategy._partial_": Choice((True,), text="true"),
-}
+# Rules by key, read from the one table of sim.config.schema: keys every config has, and keys
+# of some options (a data source, a partition scheme) or added later, checked when present.
+REQUIRED: dict[str, Rule] = {key: s.rule for key, s in SETTINGS.items() if s.required}
+OPTIONAL: dict[str, Rule] = {key: s.rule for key, s in SETTINGS.items() if not s.required}
 OPTIONAL.update(LOGGER_RULES)  # logger.<tracker>.<key>: the trackers' settings (sim.tracking.checks)
 # Keys a data source needs (a partition scheme's are sim.partition.schemes.SCHEME_PARAMS).
 SOURCE_KEYS = {"cifar10": ("url", "md5"), "synthetic": ("num_train", "num_test", "noise")}
-# Strategy arguments (flwr.serverapp.strategy), checked wherever they appear under `strategy`.
-STRATEGY_RULES: dict[str, Num] = {
-    "proximal_mu": NON_NEGATIVE, "server_learning_rate": POSITIVE, "server_momentum": BELOW_ONE,
-    "eta": POSITIVE, "eta_l": POSITIVE, "beta_1": BELOW_ONE, "beta_2": BELOW_ONE, "tau": POSITIVE,
-    "beta": Num(0, 0.5, hi_open=True), "num_malicious_nodes": integer(0), "num_nodes_to_select": integer(1),
-    "q": NON_NEGATIVE, "client_learning_rate": POSITIVE, "noise_multiplier": NON_NEGATIVE,
-    "clipping_norm": POSITIVE, "num_sampled_clients": integer(1), "initial_clipping_norm": POSITIVE,
-    "target_clipped_quantile": FRACTION, "clip_norm_lr": POSITIVE, "clipped_count_stddev": Num(0, null=True),
-    "fraction_train": FRACTION, "fraction_evaluate": FRACTION,
-    **ALGORITHM_RULES,  # sim.algorithms (SCAFFOLD, FedDyn, FedNova, Ditto, FedPer)
-}
+# Strategy arguments (flwr.serverapp.strategy, sim.algorithms), checked wherever they appear under `strategy`.
+STRATEGY_RULES: dict[str, Rule] = {name: s.rule for name, s in STRATEGY_ARGS.items()}
 
 
 def _get(cfg: DictConfig, key: str, default: Any = _ABSENT) -> Any:

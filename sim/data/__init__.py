@@ -89,8 +89,6 @@ def load_dataset(cfg: Any, seed: int) -> Dataset:
             image_size=None if size is None else int(size),
             resize=resize,
         )
-    elif cfg.get("source") == "folder":
-        raise DataError("dataset=folder needs dataset.path=DIR (or a .tar/.tar.gz/.zip archive)")
     elif name == "cifar10":
         archive = cifar10.ensure_archive(str(cfg.url), str(cfg.md5), data_dir)
         identity = {"source": "cifar10_python", **cache.path_identity(archive)}

@@ -44,8 +44,6 @@ def read_image_folder(
     takes the images' own (common, square) size; a given size resizes other sizes when
     `resize`, else they are an error.
     """
-    if channels not in (None, *MODES):
-        raise DataError(f"dataset.channels={channels} must be 1 or 3 for image folders")
     if not path.exists():
         raise DataError(f"dataset.path={path} does not exist")
     members = _strip_wrapper(_list_files(path), path)

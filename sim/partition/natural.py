@@ -52,8 +52,6 @@ def split_validation_csr(
     each client, instead of a permutation per client. Returns CSR
     `(train_indices, train_offsets, val_indices, val_offsets)`.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"partition.val_fraction={val_fraction} must be in [0, 1)")
     sizes = np.diff(offsets)
     client_of = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
     keys = np.random.default_rng(seed).random(len(indices))

@@ -183,8 +183,6 @@ def split_validation(
     `k = floor(len * val_fraction)` (a 1e-9 tolerance makes `100 * 0.29` give 29), so a
     1-example client keeps its example for training. Returns `(train, val)` lists.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"partition.val_fraction={val_fraction} must be in [0, 1)")
     rng = np.random.default_rng(seed)
     train, val = [], []
     for part in parts:

@@ -12,22 +12,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sim.config.rules import BOOL, TEXT, TEXT_OR_NULL, Choice, error
+from sim.config.rules import error
+from sim.config.schema import SHIPPED_TRACKERS, TRACKER_ARGS
 from sim.errors import ConfigError
 
-RULES = {  # tracker key -> rule, checked wherever the key appears under logger.<name>
-    "subdir": TEXT, "images": BOOL, "tracking_uri": TEXT, "experiment": TEXT, "run_name": TEXT_OR_NULL,
-    "mode": Choice(("offline", "online", "disabled")), "project": TEXT, "entity": TEXT_OR_NULL,
-    "system_metrics": BOOL,
-}
-SHIPPED = {  # the options of conf/logger/ and their keys
-    "tensorboard": ("subdir", "images"), "mlflow": ("tracking_uri", "experiment", "run_name"),
-    "wandb": ("mode", "project", "entity", "system_metrics"),
-}
-# Their dotted keys, for sim.config.validate's OPTIONAL (checked there when present, like every config key)
+RULES = {key: s.rule for key, s in TRACKER_ARGS.items() if key != "_target_"}  # checked under any logger.<name>
+# The shipped trackers' dotted keys, for sim.config.validate's OPTIONAL (checked there when present, like every key)
 LOGGER_RULES = {
-    **{f"logger.{name}._target_": TEXT for name in SHIPPED},
-    **{f"logger.{name}.{key}": RULES[key] for name, keys in SHIPPED.items() for key in keys},
+    **{f"logger.{name}._target_": TRACKER_ARGS["_target_"].rule for name in SHIPPED_TRACKERS},
+    **{f"logger.{name}.{key}": RULES[key] for name, keys in SHIPPED_TRACKERS.items() for key in keys},
 }
 
 

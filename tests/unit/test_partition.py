@@ -122,8 +122,6 @@ def test_split_validation_sizes_and_disjointness():
     assert list(train[1]) == [10]  # a 1-example client keeps it for training
     again_train, _ = split_validation(parts, 0.29, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(train, again_train))
-    with pytest.raises(ValueError, match="partition.val_fraction"):
-        split_validation(parts, 1.0, seed=0)
 
 
 def test_manifest_is_reused_and_views_match(tmp_path, labels):
