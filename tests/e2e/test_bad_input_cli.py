@@ -1,4 +1,8 @@
-"""Bad input through the CLI: one line naming the key, exit code 2, nothing left behind."""
+"""Bad input through the CLI: one line naming the key, exit code 2, nothing left behind.
+
+Every case runs as `python -m sim` runs it, all in one interpreter (`helpers.run_cli_batch`:
+a refusal costs less than Python's start-up); two of them also as separate processes.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import run_cli, run_cli_batch
 
 pytestmark = pytest.mark.slow  # a `python -m sim` subprocess each
 NO_GPU_ONLY = [  # refused only where no GPU is visible (and no cluster address is set)
@@ -37,9 +41,26 @@ CASES = [*zip(BAD, KEYS), *(pytest.param(o, k, marks=pytest.mark.skipif(torch.cu
                            for o, k in NO_GPU_ONLY)]
 
 
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory) -> dict[str, tuple]:
+    """{case id: (CompletedProcess, its working directory)} for every case, run in one batch."""
+    cases = [(list(overrides), tmp_path_factory.mktemp("case")) for overrides in [*BAD, *(o for o, _ in NO_GPU_ONLY)]]
+    results = run_cli_batch(cases)
+    return {" ".join(args): (result, cwd) for (args, cwd), result in zip(cases, results)}
+
+
 @pytest.mark.parametrize("overrides,key", CASES, ids=[" ".join(b) for b in BAD] + [" ".join(o) for o, _ in NO_GPU_ONLY])
-def test_bad_override_is_refused_with_one_line(overrides, key, tmp_path):
-    result = run_cli(overrides, cwd=tmp_path, timeout=60)
+def test_bad_override_is_refused_with_one_line(overrides, key, refusals):
+    result, tmp_path = refusals[" ".join(overrides)]
+    _assert_refused(result, key, tmp_path)
+
+
+@pytest.mark.parametrize("overrides,key", [(["num_rounds=abc"], "num_rounds"), (["dataset.path=/does/not/exist"], "dataset.path")])
+def test_bad_override_in_its_own_process(overrides, key, tmp_path):
+    _assert_refused(run_cli(overrides, cwd=tmp_path, timeout=60), key, tmp_path)
+
+
+def _assert_refused(result, key: str, tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

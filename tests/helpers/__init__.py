@@ -5,9 +5,11 @@ Test modules import these (`from helpers import TINY, run_cli`); fixtures stay i
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,3 +78,22 @@ def still_alive(processes: list[psutil.Process], wait_s: float = 10.0) -> list[s
         if not alive or time.time() > deadline:
             return alive
         time.sleep(0.2)
+
+
+def run_cli_batch(cases: list[tuple[list[str], Path]], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """`python -m sim args` for each `(args, cwd)`, all in one subprocess (see `helpers.cli_batch`).
+
+    Each result is a CompletedProcess with the case's exit code, stdout and stderr, as `run_cli`
+    would return them; only the interpreter start-up is shared between the cases.
+    """
+    payload = json.dumps([{"args": list(args), "cwd": str(cwd)} for args, cwd in cases])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    with tempfile.TemporaryDirectory() as tmp:
+        results_path = Path(tmp) / "results.json"
+        done = subprocess.run([sys.executable, "-m", "helpers.cli_batch", str(results_path)], input=payload,
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"helpers.cli_batch failed (exit {done.returncode}): {done.stderr[-3000:]}")
+        results = json.loads(results_path.read_text())
+    return [subprocess.CompletedProcess(["python", "-m", "sim", *args], r["returncode"], r["stdout"], r["stderr"])
+            for (args, _), r in zip(cases, results)]
