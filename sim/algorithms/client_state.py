@@ -12,9 +12,11 @@ named, so a round's cost follows the clients sampled, never `num_clients`.
 
 Resume: pickling the store (which a checkpoint does) commits it: every state still only
 in memory is written, and the round is recorded. A file carries the round its state was
-made in, and the newest committed file of a client is kept until a newer one is
-committed, so a run resumed from round R prunes the files made after R and finds each
-client exactly as it was after round R.
+made in, and the newest committed file of a client is kept until a newer checkpoint is
+on disk (`checkpoint_saved`, called by `sim.run.checkpoint` after the rename): a run
+stopped (Ctrl-C, SIGKILL) between a commit and that rename still finds every file its
+previous checkpoint names. A run resumed from round R prunes the files made after R and
+finds each client exactly as it was after round R.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ClientStateStore:
         self._cached_bytes = 0
         self._written: set[int] = set()  # clients given a file since the last commit
         self._dirty: set[int] = set()  # clients whose newest state is only in memory
+        self._superseded: list[Path] = []  # files of older commits, deleted once a newer checkpoint is saved
 
     # ---- reading and writing states -------------------------------------------------
 
@@ -90,7 +93,7 @@ class ClientStateStore:
     # ---- checkpoints -----------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write every state held only in memory; older committed versions are deleted."""
+        """Write every state held only in memory; the versions it supersedes go at `checkpoint_saved`."""
         for cid in self._dirty:  # the clients stored since the last commit, not every cached one
             made, state, _ = self._cache[cid]
             self._write(cid, made, state)
@@ -98,11 +101,16 @@ class ClientStateStore:
         self._dirty = set()
         for cid in self._written:
             rounds = self._disk[cid]
-            for old in rounds[:-1]:
-                self._path(cid, old).unlink(missing_ok=True)
+            self._superseded += [self._path(cid, old) for old in rounds[:-1]]
             del rounds[:-1]
         self._written = set()
         self.committed = self.round
+
+    def checkpoint_saved(self) -> None:
+        """The checkpoint holding the last commit is on disk: delete the files that commit superseded."""
+        for path in self._superseded:
+            path.unlink(missing_ok=True)
+        self._superseded = []
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling (a checkpoint) commits: the pickle holds the index, the files the arrays."""
@@ -118,6 +126,7 @@ class ClientStateStore:
         self.committed = self.round = saved["committed"]
         self._disk = {int(c): list(r) for c, r in saved["disk"].items()}
         self._cache, self._cached_bytes, self._written, self._dirty = OrderedDict(), 0, set(), set()
+        self._superseded = []
         self._prune_after(self.committed)
 
     def _prune_after(self, last_round: int) -> None:

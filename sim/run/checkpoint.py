@@ -61,7 +61,17 @@ def save_checkpoint(run_dir: Path, server_round: int, arrays: ArrayRecord, strat
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _checkpoint_saved(strategy)
     return path
+
+
+def _checkpoint_saved(strategy: Any) -> None:
+    """Tell the strategy's stores (a `ClientStateStore`) that the checkpoint is on disk: older files may go."""
+    for value in vars(strategy).values():
+        if callable(getattr(value, "checkpoint_saved", None)):
+            value.checkpoint_saved()
+    if getattr(strategy, "strategy", None) is not None:
+        _checkpoint_saved(strategy.strategy)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:

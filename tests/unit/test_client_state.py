@@ -51,6 +51,23 @@ def test_commit_keeps_one_file_per_client(tmp_path):
         store.put(3, r, state(r))
         if r % 2 == 0:
             store.commit()
+            store.checkpoint_saved()
     store.commit()
+    store.checkpoint_saved()
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["3.5.npz"]
     assert float(store.get(3)["w"][0]) == 5
+
+
+def test_a_run_stopped_between_commit_and_checkpoint_resumes_from_the_previous_one(tmp_path):
+    """Ctrl-C or SIGKILL after the store committed round 2 but before that checkpoint replaced round 1's."""
+    store = ClientStateStore(tmp_path / "s", memory_mb=1)
+    for cid in range(3):
+        store.put(cid, 1, state(10 + cid))
+    saved = pickle.dumps(store)  # the checkpoint after round 1 ...
+    store.checkpoint_saved()  # ... is on disk
+    for cid in range(3):
+        store.put(cid, 2, state(20 + cid))
+    pickle.dumps(store)  # round 2's checkpoint commits the store, then the run stops before its rename
+    resumed = pickle.loads(saved)
+    assert [float(resumed.get(cid)["w"][0]) for cid in range(3)] == [10, 11, 12]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"{c}.1.npz" for c in range(3)]
