@@ -29,9 +29,9 @@ def data_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster_address():
-    """A one-node Ray cluster (2 CPUs) that several runs attach to, saving a Ray start each."""
+    """A one-node Ray cluster (2 CPUs) that the runs of one test worker attach to, saving a Ray start each."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})

@@ -19,11 +19,12 @@ from helpers import REPO, run_cli, run_dirs
 
 
 @pytest.mark.slow
-def test_grayscale_folder_end_to_end_learns_above_chance(tmp_path):
+def test_grayscale_folder_end_to_end_learns_above_chance(tmp_path, ray_cluster_address):
     path, _ = gray_folder(tmp_path)
     result = run_cli(
         ["dataset=folder", f"dataset.path={path}", "model=cnn28", "num_clients=4", "clients_per_round=4",
-         "eval_clients_per_round=0", "num_rounds=2", "client.epochs=1", "client.batch_size=16"],
+         "eval_clients_per_round=0", "num_rounds=2", "client.epochs=1", "client.batch_size=16",
+         f"resources.address={ray_cluster_address}"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -25,10 +25,10 @@ def stragglers(server_round: int) -> list[int]:
             if np.random.default_rng([SEED, server_round, int(c), 0, 0xFA]).random(2)[1] < RATE]
 
 
-def test_a_straggler_past_round_timeout_is_a_failure_and_the_round_ends_on_time(tmp_path, data_dir):
+def test_a_straggler_past_round_timeout_is_a_failure_and_the_round_ends_on_time(tmp_path, data_dir, ray_cluster_address):
     assert len(stragglers(1)) == 1  # seed 4: one of round 1's three clients straggles (the premise)
     result = run_cli(
-        [*TINY, f"dataset.data_dir={data_dir}", f"seed={SEED}", "eval_clients_per_round=0", "num_rounds=1",
+        [*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", f"seed={SEED}", "eval_clients_per_round=0", "num_rounds=1",
          "strategy=fedmedian",  # one client per message: a straggler delays only its own reply
          f"client.straggler_rate={RATE}", f"client.straggler_delay_s={DELAY_S}", f"round_timeout={TIMEOUT_S}"],
         cwd=tmp_path, timeout=300,

@@ -80,9 +80,10 @@ def test_library_logs_stay_quiet(tiny_runs):
     assert "DEPRECATED" not in output
 
 
-def test_federated_eval_and_central_eval_can_be_turned_off(tmp_path, data_dir):
+def test_federated_eval_and_central_eval_can_be_turned_off(tmp_path, data_dir, ray_cluster_address):
     result = run_cli(  # the smoke experiment is TINY's settings as a preset
-        ["experiment=smoke", "eval_clients_per_round=0", "central_eval_every=0", f"dataset.data_dir={data_dir}"],
+        ["experiment=smoke", "eval_clients_per_round=0", "central_eval_every=0", f"dataset.data_dir={data_dir}",
+         f"resources.address={ray_cluster_address}"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -80,10 +80,10 @@ def test_sweep_logs_one_tracker_run_per_job_grouped_by_sweep(tmp_path, data_dir,
 
 
 @pytest.mark.slow
-def test_failing_tracker_costs_a_warning_not_the_run(tmp_path, data_dir):
+def test_failing_tracker_costs_a_warning_not_the_run(tmp_path, data_dir, ray_cluster_address):
     """MLflow pointed into a regular file (it cannot create its store): TensorBoard and the run go on."""
     (tmp_path / "not-a-dir").write_text("a file where MLflow's store should go\n")
-    result = run_cli([*TINY, f"dataset.data_dir={data_dir}", "logger=[tensorboard,mlflow]",
+    result = run_cli([*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", "logger=[tensorboard,mlflow]",
                       "logger.mlflow.tracking_uri=not-a-dir/mlruns"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mlflow tracker failed and is off for the rest of this run" in result.stdout + result.stderr
