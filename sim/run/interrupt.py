@@ -12,6 +12,11 @@ before anything is printed. So the handler, in order:
    workers) with SIGKILL; an attached cluster sees its driver go and cleans up itself;
 4. ends the process with `os._exit(130 or 143)`.
 
+Before the rounds (loading data, drawing the partition), Ctrl-C raises KeyboardInterrupt as
+usual; `interrupts_remembered` also keeps a flag, because Python drops a KeyboardInterrupt
+raised while a finalizer runs ("Exception ignored in ..."), and decoding a data set frees
+many objects: the run then checks the flag before it starts Ray.
+
 Finished rounds are already on disk (each row is fsynced), and checkpoints are written
 to a temporary file and renamed, so nothing finished is lost.
 """
@@ -24,7 +29,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager, suppress
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 
@@ -108,3 +113,30 @@ def interruptible(write_lock: threading.Lock, existing: set[int]) -> Iterator[No
     finally:
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+
+
+@contextmanager
+def interrupts_remembered() -> Iterator[Callable[[], None]]:
+    """Within the block, SIGINT raises KeyboardInterrupt and is remembered; yields `check`, which raises it again.
+
+    Call `check()` at the end of the block: a Ctrl-C that a finalizer swallowed still stops the run.
+    Only the main thread can install signal handlers; elsewhere `check` never raises.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def check() -> None:
+        if received:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)

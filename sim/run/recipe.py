@@ -35,7 +35,7 @@ from sim.data import load_dataset
 from sim.federation.flower_internals import remove_message_pickup_floor
 from sim.errors import RunStopped
 from sim.run.history import HistoryWriter, plot_curves, summarize, write_json_atomic
-from sim.run.interrupt import child_pids, interruptible
+from sim.run.interrupt import child_pids, interruptible, interrupts_remembered
 from sim.partition.report import report_paths
 from sim.models import build_model, model_spec
 from sim.data.spec import make_partition, with_data
@@ -178,8 +178,10 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers, s
     started = time.perf_counter()
     log.info("run directory: %s", run_dir)
 
-    # 1. data, 2. partition (cfg becomes a new config holding the data's shape, classes, stats and name)
-    cfg, data, partition = load_data(cfg)
+    with interrupts_remembered() as stop_if_interrupted:
+        # 1. data, 2. partition (cfg becomes a new config holding the data's shape, classes, stats and name)
+        cfg, data, partition = load_data(cfg)
+        stop_if_interrupted()  # a Ctrl-C during decoding that a finalizer swallowed
     # 3. model
     writer = HistoryWriter(run_dir / "history.csv")
     done, arrays, checkpoint = _start_point(cfg, run_dir, writer, resume)

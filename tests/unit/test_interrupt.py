@@ -8,6 +8,7 @@ writer's lock in another thread while the signal arrives, and writes a marker wh
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from sim.run.interrupt import interruptible
+from sim.run.interrupt import interruptible, interrupts_remembered
 
 SCRIPT = textwrap.dedent(
     """
@@ -127,3 +128,19 @@ def test_a_terminal_gets_its_cursor_back(tmp_path):
         os.close(parent)
     assert proc.returncode == 130
     assert seen.rstrip().endswith(b"\x1b[?25h")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_a_finalizer_swallowed_still_stops_the_run():
+    """Python ignores a KeyboardInterrupt raised inside `__del__`; the remembered flag raises it again."""
+
+    class Dropped:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler runs here, inside the finalizer, and what it raises is ignored
+
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_remembered() as stop_if_interrupted:
+            Dropped()  # freed at once
+            stop_if_interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
