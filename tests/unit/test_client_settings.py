@@ -117,3 +117,19 @@ def test_messages_carry_only_per_round_keys_and_clients_train_with_the_apps_sett
         got = reply.content["arrays"].to_torch_state_dict()
         assert all(torch.equal(got[k], expected[k]) for k in expected)
         assert not all(torch.equal(got[k], other[k]) for k in other)
+
+
+def test_a_process_builds_model_and_normaliser_once_per_settings():
+    """Equal settings (as Ray unpickles them with each message) reuse the process's objects; new ones replace them."""
+    from sim.federation.client_app import prepare
+
+    cfg = compose_config(["dataset=synthetic", "model=cnn"])
+    settings = ClientSettings.from_config(cfg)
+    _, model, normalize = prepare(settings)
+    _, again, normalize_again = prepare(pickle.loads(pickle.dumps(settings)))
+    assert again is model and normalize_again is normalize
+    _, other, other_normalize = prepare(replace(settings, mean=(0.0, 0.0, 0.0)))
+    assert other is not model and other_normalize is not normalize
+    assert torch.equal(other_normalize.shift, torch.zeros_like(other_normalize.shift))
+    _, cnn28, _ = prepare(ClientSettings.from_config(compose_config(["dataset=synthetic", "model=cnn28"])))
+    assert type(cnn28).__name__ == "CNN28"
