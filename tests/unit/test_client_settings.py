@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.app import Context, RecordDict
 
 from helpers import compose_config
 from sim.federation.client_app import train_pack
