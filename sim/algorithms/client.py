@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import MetricRecord, RecordDict
 
 from sim.algorithms.rule import LocalTask, evaluate_reply, train_reply
-from sim.federation.client_app import EVALUATE_TASK, TRAIN_TASK, _prepare, build_model, simulate_faults
+from sim.federation.client_app import EVALUATE_TASK, TRAIN_TASK, prepare, simulate_faults
 from sim.federation.client_data import ClientData
+from sim.federation.client_settings import ClientSettings
 from sim.federation.training import Normalizer, evaluate, gather, task_seed
 
 
-def image_task(data: ClientData, cid: int, config: ConfigRecord, device: torch.device, normalize: Normalizer,
-               train: bool) -> LocalTask:
+def image_task(data: ClientData, cid: int, server_round: int, settings: ClientSettings, device: torch.device,
+               normalize: Normalizer, train: bool) -> LocalTask:
     """Client `cid`'s task: its train partition in seeded batches, or its validation share."""
-    eval_batch_size = int(config["eval-batch-size"])
+    eval_batch_size = settings.eval_batch_size
 
     def score(model: torch.nn.Module) -> tuple[float, float, int]:
         return evaluate(model, data.images, data.labels, data.val_ids(cid), eval_batch_size, normalize, device)
@@ -28,8 +29,8 @@ def image_task(data: ClientData, cid: int, config: ConfigRecord, device: torch.d
     if not train:
         return LocalTask(len(data.val_ids(cid)), batches=lambda: iter(()), loss=None, evaluate=score)
     x, y = gather(data.images, data.labels, data.train_ids(cid), device)
-    n, size, epochs = len(y), int(config["batch-size"]), int(config["epochs"])
-    seed = task_seed(int(config["seed"]), int(config["server-round"]), cid)
+    n, size, epochs = len(y), settings.train.batch_size, settings.train.epochs
+    seed = task_seed(settings.seed, server_round, cid)
 
     def batches():
         generator = torch.Generator().manual_seed(seed)
@@ -44,23 +45,21 @@ def image_task(data: ClientData, cid: int, config: ConfigRecord, device: torch.d
     return LocalTask(n, batches=batches, loss=loss, evaluate=score)
 
 
-def train_message(data: ClientData, content: RecordDict) -> RecordDict:
+def train_message(data: ClientData, content: RecordDict, settings: ClientSettings) -> RecordDict:
     """The reply records of a train message whose config names a client rule."""
-    config = content["config"]
-    device, normalize = _prepare(config)
-    model = build_model(config, device)
+    server_round = int(content["config"]["server-round"])
+    device, model, normalize = prepare(settings)
     return train_reply(
-        content, model, lambda cid: image_task(data, cid, config, device, normalize, train=True),
-        failed=lambda cid: simulate_faults(config, cid, TRAIN_TASK),
+        content, model, lambda cid: image_task(data, cid, server_round, settings, device, normalize, train=True),
+        failed=lambda cid: simulate_faults(settings, server_round, cid, TRAIN_TASK), defaults=settings.rule_config(),
     )
 
 
-def evaluate_message(data: ClientData, content: RecordDict) -> MetricRecord:
+def evaluate_message(data: ClientData, content: RecordDict, settings: ClientSettings) -> MetricRecord:
     """The metrics of an evaluate message whose config names a client rule (personalised eval)."""
-    config = content["config"]
-    device, normalize = _prepare(config)
-    model = build_model(config, device)
+    server_round = int(content["config"]["server-round"])
+    device, model, normalize = prepare(settings)
     return evaluate_reply(
-        content, model, lambda cid: image_task(data, cid, config, device, normalize, train=False),
-        failed=lambda cid: simulate_faults(config, cid, EVALUATE_TASK),
+        content, model, lambda cid: image_task(data, cid, server_round, settings, device, normalize, train=False),
+        failed=lambda cid: simulate_faults(settings, server_round, cid, EVALUATE_TASK), defaults=settings.rule_config(),
     )

@@ -132,8 +132,14 @@ def from_record(record: ArrayRecord, device: torch.device) -> Tensors:
     return {k: torch.from_numpy(np.array(v.numpy(), copy=True)).to(device) for k, v in record.items()}
 
 
-def load_rule(config: ConfigRecord) -> ClientRule:
-    """The rule named by the config's `client-rule`, built from the same config."""
+def load_rule(config: ConfigRecord, defaults: dict | None = None) -> ClientRule:
+    """The rule named by the config's `client-rule`, built from the same config over `defaults`.
+
+    `defaults` are the run's training settings (`ClientSettings.rule_config()`: `lr`,
+    `momentum`, `weight-decay`, ...), which the client holds and the messages do not carry.
+    """
+    if defaults:
+        config = ConfigRecord({**defaults, **config})
     return get_class(str(config["client-rule"]))(config)
 
 
@@ -147,15 +153,17 @@ def train_reply(
     model: nn.Module,
     task_for: Callable[[int], LocalTask | None],
     failed: Callable[[int], bool] = lambda cid: False,
+    defaults: dict | None = None,
 ) -> RecordDict:
     """Train every client of the message (`config["cids"]`) with its rule; the reply's records.
 
     `task_for(cid)` is the client's task (None: it has no examples); `failed(cid)` applies
     the simulated faults. A failed client sends nothing back, so its state stays as it was.
+    The rule is built from the message config over `defaults` (`load_rule`).
     Raises when no client of the pack produced anything (the message then fails as a whole).
     """
     config = content["config"]
-    rule = load_rule(config)
+    rule = load_rule(config, defaults)
     device = next(model.parameters()).device
     start = from_record(content["arrays"], device)
     server = records_with_prefix(content, SERVER_PREFIX, device)
@@ -209,10 +217,11 @@ def evaluate_reply(
     model: nn.Module,
     task_for: Callable[[int], LocalTask | None],
     failed: Callable[[int], bool] = lambda cid: False,
+    defaults: dict | None = None,
 ) -> MetricRecord:
     """Evaluate the global model, and each client's personal model where the rule has one."""
     config = content["config"]
-    rule = load_rule(config)
+    rule = load_rule(config, defaults)
     device = next(model.parameters()).device
     start = from_record(content["arrays"], device)
     states = records_with_prefix(content, STATE_PREFIX, device)

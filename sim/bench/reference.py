@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,12 @@ from omegaconf import DictConfig
 
 from sim.federation.client_app import ClientFailure, evaluate_pack, train_pack
 from sim.federation.client_data import ClientData
+from sim.federation.client_settings import ClientSettings
 from sim.data import load_dataset
 from sim.errors import RunAborted
 from sim.run.history import HistoryWriter
 from sim.partition.manifest import load_or_create_partition
-from sim.run.recipe import client_config, initial_model
+from sim.run.recipe import initial_model
 from sim.federation.sampling import EVALUATE, TRAIN, RoundPlanner, sample_clients
 from sim.federation.training import Normalizer, evaluate
 
@@ -160,14 +161,10 @@ class _Clients:
     """
 
     def __init__(self, cfg: DictConfig, data: ClientData, threads: int, whole_groups: bool):
-        self.data, self.threads, self.base = data, threads, client_config(cfg)
+        self.data = data
+        self.settings = replace(ClientSettings.from_config(cfg), client_cpus=float(threads))
         self.whole_groups = whole_groups
         self.train_sizes = np.diff(data.train_offsets)
-
-    def _config(self, cids: list[int], server_round: int) -> ConfigRecord:
-        config = ConfigRecord(dict(self.base))
-        config.update({"server-round": server_round, "cids": cids, "client-cpus": float(self.threads)})
-        return config
 
     def run(self, task, state: State, groups: list[list[int]], server_round: int) -> _Outcome:
         """Call `task` (train_pack or evaluate_pack) once per group from the global `state`."""
@@ -176,7 +173,8 @@ class _Clients:
             outcome.clients += len(group)
             started, cpu_started = time.perf_counter(), time.process_time()
             try:
-                result = task(self.data, arrays, self._config(group, server_round))
+                config = ConfigRecord({"server-round": server_round, "cids": group})
+                result = task(self.data, arrays, config, self.settings)
             except ClientFailure:
                 outcome.failures += len(group)
                 continue

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message
@@ -32,6 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from sim.federation.client_app import build_client_app
 from sim.federation.client_data import ClientData
+from sim.federation.client_settings import ClientSettings
 from sim.federation.flower_internals import remove_message_pickup_floor
 from sim.config.compose import absolute_paths, client_config_for, new_run, split_overrides
 from sim.run.console import RoundProgress, quiet_libraries
@@ -39,7 +41,7 @@ from sim.errors import ConfigError
 from sim.run.history import HistoryWriter
 from sim.deploy.roll_call import LateJoiners, answer_roll_call, roll_call
 from sim.federation.ray_runtime import concurrency
-from sim.run.recipe import _start_point, central_evaluator, client_config, load_data, make_strategy, save_results
+from sim.run.recipe import _start_point, central_evaluator, load_data, make_strategy, save_results
 from sim.federation.server_app import RoundRecorder, run_strategy
 
 log = logging.getLogger("sim")
@@ -58,9 +60,9 @@ def _log_to_stdout(verbose: bool) -> None:
     log.propagate = False
 
 
-def message_config(cfg, overrides: str, base: Path) -> ConfigRecord:
-    """`sim.run.recipe.client_config` plus what a client needs to load its data itself."""
-    return ConfigRecord({**client_config(cfg), "overrides": overrides, "base-dir": str(base)})
+def message_config(overrides: str, base: Path) -> ConfigRecord:
+    """What a client needs to compose the run's config, and so its data and settings, itself."""
+    return ConfigRecord({"overrides": overrides, "base-dir": str(base)})
 
 
 def _wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
@@ -132,29 +134,38 @@ def serve(grid: Grid, context: Context) -> Path:
         strategy = make_strategy(cfg, partition, recorder, max_packs, done, checkpoint, run_dir)
         if deployment:
             strategy.node_of_client = nodes
-        config = message_config(cfg, overrides, base)
+        config = message_config(overrides, base)
         run_strategy(grid, strategy, arrays, recorder, num_rounds, config, config, float(cfg.round_timeout))
     save_results(cfg, run_dir, partition, started, clients_at_once=max_packs)
     return run_dir
 
 
-class ConfigData:
-    """A client's data, loaded in its own process from the message's overrides (once per process)."""
+@lru_cache(maxsize=1)
+def _client_side(overrides: str, base: str) -> tuple[ClientData, ClientSettings]:
+    """The run's arrays and client settings, from its config composed in this process (once per run)."""
+    cfg, data, partition = load_data(client_config_for(overrides, base))  # cfg now holds the data's stats
+    return ClientData.from_parts(data.train_images, data.train_labels, partition), ClientSettings.from_config(cfg)
 
-    def __init__(self):
-        self._key: tuple | None = None
-        self._data: ClientData | None = None
+
+class ConfigData:
+    """A client's data and settings, composed in its own process from the message's overrides.
+
+    Both are cached per process (`_client_side`), not on the instance: Flower's Simulation
+    Runtime sends the ClientApp, and so this object, to its workers with every message.
+    """
+
+    @staticmethod
+    def _key(config: ConfigRecord, context: Context) -> tuple[str, str]:
+        """(overrides, base directory); a SuperNode's `data-dir` replaces the server's base."""
+        return str(config["overrides"]), str(context.node_config.get("data-dir", config["base-dir"]))
 
     def for_message(self, config: ConfigRecord, context: Context) -> ClientData:
-        """The arrays of the run named in `config`; a SuperNode's `data-dir` replaces the server's base."""
-        base = str(context.node_config.get("data-dir", config["base-dir"]))
-        key = (str(config["overrides"]), base)
-        if key != self._key:
-            cfg = client_config_for(*key)
-            _, data, partition = load_data(cfg)
-            self._data = ClientData.from_parts(data.train_images, data.train_labels, partition)
-            self._key = key
-        return self._data
+        """The arrays of the run named in `config`."""
+        return _client_side(*self._key(config, context))[0]
+
+    def settings_for_message(self, config: ConfigRecord, context: Context) -> ClientSettings:
+        """The client settings of the run named in `config` (`ClientSettings.from_config`)."""
+        return _client_side(*self._key(config, context))[1]
 
 
 server_app = ServerApp()

@@ -5,9 +5,9 @@
 
 The driver resolves the `model` node once, against a config whose `dataset` node holds the
 values read from the loaded data (`sim.data.spec.with_data`), so `${dataset.num_classes}`
-and friends are the data's. The same dict travels to every client as JSON
-(`sim.run.recipe.client_config`), so the driver's initial model, the server's evaluator and every
-client build the model from one resolved config. Any importable `nn.Module` works:
+and friends are the data's. The same dict reaches every client in its `ClientSettings`
+(`sim.federation.client_settings`), so the driver's initial model, the server's evaluator and
+every client build the model from one resolved config. Any importable `nn.Module` works:
 `model=custom model._target_=pkg.Net +model.width=64 +model.classes='${dataset.num_classes}'`.
 
 Zoo: `sim.models.cnn.Net` (Flower quickstart CNN, `model=cnn`), `sim.models.resnet.ResNet18`
@@ -16,13 +16,12 @@ Zoo: `sim.models.cnn.Net` (Flower quickstart CNN, `model=cnn`), `sim.models.resn
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-__all__ = ["build_model", "model_spec", "spec_from_json"]
+__all__ = ["build_model", "model_spec"]
 
 
 def model_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -30,11 +29,6 @@ def model_spec(cfg: DictConfig) -> dict[str, Any]:
     spec = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(spec, dict)
     return spec
-
-
-def spec_from_json(text: str) -> dict[str, Any]:
-    """A spec sent as JSON (the message config carries it as one string)."""
-    return json.loads(text)
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:

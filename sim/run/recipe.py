@@ -14,7 +14,6 @@ history row as its round ends, the summary and plots at the end.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -24,12 +23,15 @@ import numpy as np
 import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sim.run.checkpoint import load_checkpoint, restore_rng, restore_strategy_state, save_checkpoint
 from sim.federation.client_app import build_client_app
 from sim.federation.client_data import ClientData, DataHandle
+from sim.federation.client_settings import ClientSettings
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.data import load_dataset
 from sim.federation.flower_internals import remove_message_pickup_floor
@@ -45,31 +47,6 @@ from sim.federation.server_app import CentralEvaluator, RoundRecorder, build_ser
 from sim.tracking import Trackers, open_trackers
 
 log = logging.getLogger(__name__)
-
-
-def client_config(cfg: DictConfig) -> ConfigRecord:
-    """Everything a client task needs to know, sent with every message."""
-    return ConfigRecord(
-        {
-            "seed": int(cfg.seed),
-            "epochs": int(cfg.client.epochs),
-            "batch-size": int(cfg.client.batch_size),
-            "lr": float(cfg.client.lr),
-            "momentum": float(cfg.client.momentum),
-            "weight-decay": float(cfg.client.weight_decay),
-            "eval-batch-size": int(cfg.client.eval_batch_size),
-            "mean": [float(v) for v in cfg.dataset.mean],
-            "std": [float(v) for v in cfg.dataset.std],
-            "model": json.dumps(model_spec(cfg)),  # the resolved model node; clients instantiate it
-            "client-cpus": float(cfg.resources.client_cpus),
-            "use-gpu": float(cfg.resources.client_gpus) > 0,
-            "failure-rate": float(cfg.client.failure_rate),
-            "straggler-rate": float(cfg.client.straggler_rate),
-            "straggler-delay-s": float(cfg.client.straggler_delay_s),
-            "amp": bool(cfg.client.amp),
-            "channels-last": bool(cfg.client.channels_last),
-        }
-    )
 
 
 def initial_model(cfg: DictConfig) -> torch.nn.Module:
@@ -145,6 +122,21 @@ def make_strategy(cfg: DictConfig, partition, recorder: RoundRecorder, max_packs
     return strategy
 
 
+def build_apps(cfg: DictConfig, strategy, arrays: ArrayRecord, recorder: RoundRecorder, num_rounds: int,
+               handle: DataHandle) -> tuple[ServerApp, ClientApp]:
+    """Step 6's apps: the ServerApp runs `strategy` for `num_rounds`, the ClientApps train on `handle`'s data.
+
+    The run's `ClientSettings` are built here, once, and travel with the ClientApp like the
+    data handle; the messages carry only what changes per round (`cids`, `server-round`
+    and the strategy's own keys).
+    """
+    server_app = build_server_app(
+        strategy, arrays, recorder, num_rounds, ConfigRecord(), ConfigRecord(), float(cfg.round_timeout)
+    )
+    client_app = build_client_app(handle, ClientSettings.from_config(cfg), mods=getattr(strategy, "client_mods", ()))
+    return server_app, client_app
+
+
 def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trackers: Trackers | None = None,
                  clients_at_once: int | None = None) -> float | None:
     """Step 7: summary.json and curves.png beside history.csv (and to `trackers`); returns the final central accuracy."""
@@ -206,12 +198,10 @@ def simulate(cfg: DictConfig, run_dir: Path, resume: bool, trackers: Trackers, s
             if done < num_rounds:
                 remove_message_pickup_floor()  # messages and replies move as soon as they exist
                 try:
+                    server_app, client_app = build_apps(cfg, strategy, arrays, recorder, num_rounds - done, handle)
                     run_simulation(
-                        server_app=build_server_app(
-                            strategy, arrays, recorder, num_rounds - done,
-                            client_config(cfg), client_config(cfg), float(cfg.round_timeout),
-                        ),
-                        client_app=build_client_app(handle, mods=getattr(strategy, "client_mods", ())),
+                        server_app=server_app,
+                        client_app=client_app,
                         num_supernodes=num_supernodes(
                             int(cfg.clients_per_round), int(cfg.eval_clients_per_round), workers, packable
                         ),

@@ -11,18 +11,19 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord
+from flwr.app import ArrayRecord, ConfigRecord
 
 from helpers.own_data import POOLNET, PoolNet, gray_folder, hf_copy, png
 from helpers import compose_config
 from sim.data import DataError, load_dataset
 from sim.data.spec import with_data
 from sim.federation.client_app import train_pack
+from sim.federation.client_settings import ClientSettings
 from sim.federation.client_data import ClientData
 from sim.federation.training import Normalizer, TrainSettings, train_local
 from sim.models import build_model, model_spec
 from sim.partition.schemes import partition_labels, split_validation
-from sim.run.recipe import client_config, initial_model
+from sim.run.recipe import initial_model
 
 
 # ----------------------------------------------------------------------------------- item 1: models
@@ -40,9 +41,10 @@ def test_any_module_is_built_from_the_resolved_config_in_driver_and_client(tmp_p
                         np.concatenate(parts[1]), offsets(parts[1]))
     start = initial_model(cfg)
     assert isinstance(start, PoolNet)
-    config = client_config(cfg)
-    config["cids"], config["server-round"] = [0, 1], 1
-    state, metrics = train_pack(client, ArrayRecord(start.state_dict()), config)
+    settings = ClientSettings.from_config(cfg)
+    assert settings.model == model_spec(cfg)
+    config = ConfigRecord({"cids": [0, 1], "server-round": 1})
+    state, metrics = train_pack(client, ArrayRecord(start.state_dict()), config, settings)
     assert set(state) == set(start.state_dict()) and metrics["num-examples"] == len(client.train_indices)
     assert not torch.equal(state["body.4.weight"], start.state_dict()["body.4.weight"])
 

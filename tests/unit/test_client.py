@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from helpers import compose_config
 from sim.federation.client_app import build_client_app, evaluate_pack, train_pack
 from sim.federation.client_data import ClientData, DataHandle
 from sim.data import load_dataset
 from sim.partition.schemes import partition_labels, split_validation
-from sim.run.recipe import client_config, initial_model
+from sim.federation.client_settings import ClientSettings
+from sim.run.recipe import initial_model
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +30,18 @@ def setup(tmp_path_factory):
         np.concatenate(val).astype(np.int64), offsets(val),
     )
     arrays = ArrayRecord(initial_model(cfg).state_dict())
-    return cfg, client_data, arrays
+    return ClientSettings.from_config(cfg), client_data, arrays
 
 
-def _config(cfg, cids, server_round=1):
-    config = client_config(cfg)
-    config["cids"] = cids
-    config["server-round"] = server_round
-    return config
+def _config(cids, server_round=1):
+    """A message's config: only what changes per round."""
+    return ConfigRecord({"cids": cids, "server-round": server_round})
 
 
 def test_pack_equals_weighted_mean_of_single_clients(setup):
-    cfg, data, arrays = setup
-    packed, metrics = train_pack(data, arrays, _config(cfg, [0, 2]))
-    single = [train_pack(data, arrays, _config(cfg, [c])) for c in (0, 2)]
+    settings, data, arrays = setup
+    packed, metrics = train_pack(data, arrays, _config([0, 2]), settings)
+    single = [train_pack(data, arrays, _config([c]), settings) for c in (0, 2)]
     n = [m["num-examples"] for _, m in single]
     assert metrics["num-examples"] == sum(n) == len(data.train_ids(0)) + len(data.train_ids(2))
     assert metrics["clients"] == 2 and metrics["failures"] == 0
@@ -54,10 +53,10 @@ def test_pack_equals_weighted_mean_of_single_clients(setup):
 
 
 def test_training_is_deterministic_and_seeded_per_round(setup):
-    cfg, data, arrays = setup
-    first, _ = train_pack(data, arrays, _config(cfg, [1]))
-    again, _ = train_pack(data, arrays, _config(cfg, [1]))
-    other_round, _ = train_pack(data, arrays, _config(cfg, [1], server_round=2))
+    settings, data, arrays = setup
+    first, _ = train_pack(data, arrays, _config([1]), settings)
+    again, _ = train_pack(data, arrays, _config([1]), settings)
+    other_round, _ = train_pack(data, arrays, _config([1], server_round=2), settings)
     for key in first:
         assert torch.equal(first[key], again[key])
     assert any(not torch.equal(first[k], other_round[k]) for k in first)
@@ -66,8 +65,8 @@ def test_training_is_deterministic_and_seeded_per_round(setup):
 
 
 def test_evaluate_pack_counts_validation_examples(setup):
-    cfg, data, arrays = setup
-    metrics = evaluate_pack(data, arrays, _config(cfg, [0, 3]))
+    settings, data, arrays = setup
+    metrics = evaluate_pack(data, arrays, _config([0, 3]), settings)
     assert metrics["num-examples"] == len(data.val_ids(0)) + len(data.val_ids(3))
     assert 0.0 <= metrics["eval_acc"] <= 1.0 and metrics["eval_loss"] > 0
 
@@ -77,11 +76,11 @@ def test_client_app_answers_train_and_evaluate_messages(setup, monkeypatch):
 
     for attribute in ("_task_id", "_run_id", "_node_id"):  # what run_simulation sets up
         monkeypatch.setattr(TaskIdentity, attribute, 1)
-    cfg, data, arrays = setup
-    app = build_client_app(DataHandle(data))
+    settings, data, arrays = setup
+    app = build_client_app(DataHandle(data), settings)
     context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     for kind in (MessageType.TRAIN, MessageType.EVALUATE):
-        msg = Message(RecordDict({"arrays": arrays, "config": _config(cfg, [2])}), dst_node_id=1, message_type=kind)
+        msg = Message(RecordDict({"arrays": arrays, "config": _config([2])}), dst_node_id=1, message_type=kind)
         reply = app(msg, context)
         assert not reply.has_error(), reply.error
         metrics = reply.content["metrics"]

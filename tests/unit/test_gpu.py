@@ -5,6 +5,7 @@ pure parts of `sim.bench.gpu_check` (arguments, overrides, nvidia-smi parsing).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,9 +16,10 @@ from helpers import compose_config
 from sim.bench import gpu_check
 from sim.federation.client_app import task_device, train_pack
 from sim.federation.client_data import ClientData
+from sim.federation.client_settings import ClientSettings
 from sim.data import load_dataset
 from sim.partition.schemes import partition_labels, split_validation
-from sim.run.recipe import client_config, initial_model
+from sim.run.recipe import initial_model
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -30,8 +32,7 @@ NO_GPU = not torch.cuda.is_available()
 ])
 def test_task_device_needs_both_a_gpu_share_and_cuda(monkeypatch, use_gpu, cuda, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    assert task_device(ConfigRecord({"use-gpu": use_gpu})) == torch.device(expected)
-    assert task_device(ConfigRecord({})) == torch.device("cpu")
+    assert task_device(use_gpu) == torch.device(expected)
 
 
 def test_amp_is_ignored_on_the_cpu(monkeypatch, data_dir):
@@ -46,11 +47,11 @@ def test_amp_is_ignored_on_the_cpu(monkeypatch, data_dir):
                              offsets(train), np.concatenate(val).astype(np.int64), offsets(val))
     arrays = ArrayRecord(initial_model(cfg).state_dict())
     results = []
+    settings = ClientSettings.from_config(cfg)
+    assert settings.use_gpu is True
     for amp in (False, True):
-        config = client_config(cfg)
-        assert config["use-gpu"] is True
-        config.update({"cids": [0, 1], "server-round": 1, "amp": amp})
-        results.append(train_pack(client_data, arrays, config))
+        config = ConfigRecord({"cids": [0, 1], "server-round": 1})
+        results.append(train_pack(client_data, arrays, config, replace(settings, train=replace(settings.train, amp=amp))))
     (plain, plain_metrics), (amp, amp_metrics) = results
     assert plain_metrics["train_loss"] == amp_metrics["train_loss"]
     for key in plain:

@@ -7,14 +7,17 @@ import numpy as np
 
 def test_fedprox_term_limits_client_drift(tmp_path):
     """A large proximal_mu keeps a client's model closer to the global one on skewed data."""
-    from flwr.app import ArrayRecord
+    from dataclasses import replace
+
+    from flwr.app import ArrayRecord, ConfigRecord
 
     from helpers import compose_config
     from sim.federation.client_app import train_pack
     from sim.federation.client_data import ClientData
+    from sim.federation.client_settings import ClientSettings
     from sim.data import load_dataset
     from sim.partition.schemes import partition_labels, split_validation
-    from sim.run.recipe import client_config, initial_model
+    from sim.run.recipe import initial_model
 
     cfg = compose_config(["dataset=synthetic", "dataset.num_train=600", "dataset.num_test=10", f"dataset.data_dir={tmp_path}"])
     data = load_dataset(cfg.dataset, 0)
@@ -25,11 +28,12 @@ def test_fedprox_term_limits_client_drift(tmp_path):
     client_data = ClientData(data.train_images, data.train_labels, np.concatenate(train), offsets,
                              np.zeros(0, np.int64), np.zeros(6, np.int64))
     start = ArrayRecord(initial_model(cfg).state_dict())
+    settings = ClientSettings.from_config(cfg)
+    settings = replace(settings, train=replace(settings.train, epochs=3, lr=0.05))
 
     def drift(mu: float) -> float:
-        config = client_config(cfg)
-        config.update({"cids": [0], "server-round": 1, "proximal-mu": mu, "epochs": 3, "lr": 0.05})
-        state, _ = train_pack(client_data, start, config)
+        config = ConfigRecord({"cids": [0], "server-round": 1, "proximal-mu": mu})  # FedProx's mu comes per round
+        state, _ = train_pack(client_data, start, config, settings)
         before = start.to_torch_state_dict()
         return float(sum((state[k] - before[k]).pow(2).sum() for k in state).sqrt())
 
