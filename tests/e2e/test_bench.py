@@ -1,19 +1,22 @@
 """The reference FedAvg loop as the harness's oracle, and `python -m sim.bench --quick`.
 
 One quick bench run (real `python -m sim` in a subprocess: real Flower, real Ray) on the
-`TINY` settings serves both: its bench.csv is checked, and the reference, run here in
-process on the same overrides, must reproduce its harness history.
+`TINY` settings serves three checks: its bench.csv is checked, the reference, run here in
+process on the same overrides, must reproduce its harness history, and so must the same
+run with Flower's message pickup left unshimmed.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import TINY, compose_config, run_cli
+from helpers import TINY, compose_config, run_cli, run_dirs
 from sim.bench.measure import METRIC_COLUMNS
 from sim.bench.reference import run_reference
 from sim.bench.workloads import workload_overrides
@@ -64,6 +67,36 @@ def test_reference_history_matches_harness(quick_bench, tmp_path, packs):
         )
     assert len(timings["train_s"]) == 4 and timings["train_s"][0] == 0.0
     assert all(t > 0 for t in timings["train_s"][1:]) and timings["central_s"][1] == 0.0
+
+
+NO_SHIM = """
+import runpy, sys
+import sim.run.recipe
+sim.run.recipe.remove_message_pickup_floor = lambda: False  # Flower's 0.1 s pickup left as it is
+sys.argv[0] = "sim"
+runpy.run_module("sim", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_history_is_the_same_without_the_message_pickup_shim(quick_bench, tmp_path, ray_cluster_address):
+    """The bench's harness run (shim on) against the same run with Flower's 0.1 s pickup floor left in place.
+
+    Failed replies and skipped central evaluations go through the shim too; the shim's own
+    tests are in tests/unit/test_flower_internals.py.
+    """
+    extras, out, _ = quick_bench
+    overrides = workload_overrides("cross-silo", 3, None, quick=True, extra=extras)
+    result = subprocess.run([sys.executable, "-c", NO_SHIM, *overrides, f"resources.address={ray_cluster_address}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (floor_dir,) = run_dirs(tmp_path)
+    shim_line = "message pickup: event-driven"
+    assert shim_line in (out / "cross-silo" / "harness.log").read_text()
+    assert shim_line not in result.stdout + result.stderr
+    shim = pd.read_csv(out / "cross-silo" / "harness" / "history.csv").drop(columns=["round_s", "elapsed_s"])
+    floor = pd.read_csv(floor_dir / "history.csv").drop(columns=["round_s", "elapsed_s"])
+    assert shim["round"].tolist() == [0, 1, 2, 3] and shim["train_failures"].sum() > 0
+    pd.testing.assert_frame_equal(shim, floor, check_exact=True)
 
 
 def test_reference_orders_agree_with_faults_and_empty_clients(tmp_path, data_dir):

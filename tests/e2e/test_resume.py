@@ -1,4 +1,4 @@
-"""Ctrl-C / SIGTERM mid-run, then `resume=`: the final history equals an uninterrupted run's."""
+"""SIGTERM or SIGKILL mid-run, then `resume=`: the final history equals an uninterrupted run's."""
 
 from __future__ import annotations
 
@@ -7,55 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
-from helpers import TINY, processes_started_by, run_cli, run_dirs, still_alive
+from helpers import TINY, interrupt_at_round, processes_started_by, run_cli, run_dirs, still_alive
 from sim.run.checkpoint import load_checkpoint
 from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 ARGS = [*TINY, "num_rounds=8", "strategy=fedadam"]  # FedAdam: server state that must survive
-
-
-def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, list[psutil.Process]]:
-    """Start a run, send `sig` once history.csv has `at_round`.
-
-    Returns the exit code, the run directory and the processes the run had started.
-    """
-    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    started = []
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            found = run_dirs(cwd)
-            if found and len((found[0] / "history.csv").read_text().splitlines()) >= at_round + 2:
-                break
-            time.sleep(0.1)
-        started = processes_started_by(proc.pid)
-        proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "abandoned" in output, output[-3000:]
-    assert len(started) >= 3, "the run had not started its Ray instance"  # GCS, raylet, workers
-    (run_dir,) = run_dirs(cwd)
-    return proc.returncode, run_dir, started
-
-
-def test_sigterm_keeps_history_stops_ray_and_exits_143(tmp_path, data_dir):
-    returncode, run_dir, started = interrupt_at_round(tmp_path, [*ARGS, f"dataset.data_dir={data_dir}"], signal.SIGTERM, 3)
-    assert returncode == 143
-    history = pd.read_csv(run_dir / "history.csv")  # valid CSV, whole rows
-    assert history["round"].tolist() == list(range(len(history))) and len(history) >= 4
-    assert history["central_acc"].notna().all()
-    assert still_alive(started) == []
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +31,20 @@ def straight_history(tmp_path_factory, data_dir) -> pd.DataFrame:
     return pd.read_csv(straight_dir / "history.csv")[METRICS]
 
 
-def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, data_dir, straight_history):
+def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, data_dir, straight_history):
+    """SIGTERM mid-run: exit 143, whole rows kept, Ray stopped; `resume=` then ends as the straight run.
+
+    (Ctrl-C, SIGINT, takes the same path: see tests/e2e/test_algorithms_e2e.py and test_tracking_e2e.py.)
+    """
     args = [*ARGS, f"dataset.data_dir={data_dir}"]
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    returncode, run_dir, started = interrupt_at_round(resumed, args, signal.SIGINT, 4)
-    assert returncode == 130  # Ctrl-C
+    returncode, run_dir, started = interrupt_at_round(resumed, args, signal.SIGTERM, 4)
+    assert returncode == 143
     assert still_alive(started) == []
-    partial = pd.read_csv(run_dir / "history.csv")
+    partial = pd.read_csv(run_dir / "history.csv")  # valid CSV, whole rows
     assert partial["round"].tolist() == list(range(len(partial))) and len(partial) >= 5
+    assert partial["central_acc"].notna().all()
     config_before = (run_dir / ".hydra" / "config.yaml").read_text()
     result = run_cli([f"resume={run_dir}"], cwd=resumed)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]

@@ -1,5 +1,6 @@
-"""Experiment trackers end to end: `python -m sim` (and a sweep) with `logger=...`, read back
-with each library's own reader (tests/helpers/trackers.py); a missing package is refused first.
+"""Experiment trackers end to end: `python -m sim` with `logger=...`, read back with each
+library's own reader (tests/helpers/trackers.py); a missing package is refused first. A sweep
+logged to every tracker is checked in tests/e2e/test_sweep.py.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ import os
 import pandas as pd
 import pytest
 
-from helpers.trackers import assert_matches_history, mlflow_client
-from helpers import TINY, run_cli, run_dirs
+from helpers import TINY, interrupt_at_round, run_cli, run_dirs
+from helpers.trackers import assert_matches_history
 from sim.tracking import STATE_FILE
-from sim.tracking.wandb_tracker import offline_records as wandb_records
-
-
-# --- readers: each library's own -------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -34,50 +31,6 @@ def test_cli_refuses_missing_package_before_any_work(tmp_path):
 
 
 # --- end to end: python -m sim ------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_sweep_logs_one_tracker_run_per_job_grouped_by_sweep(tmp_path, data_dir, monkeypatch):
-    """`-m seed=0,1 logger=many`: each job read back equals its history.csv; the jobs share a group."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    monkeypatch.delenv("WANDB_MODE", raising=False)  # W&B's default: offline
-    result = run_cli(["-m", *TINY, f"dataset.data_dir={data_dir}", "seed=0,1", "logger=many"], cwd=tmp_path,
-                     timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = run_dirs(tmp_path)
-    assert len(jobs) == 2
-    sweep_dir = jobs[0].parent
-    group = sweep_dir.relative_to(tmp_path / "results").as_posix()  # multirun/<date>/<time>
-    states = [json.loads((job / STATE_FILE).read_text()) for job in jobs]
-    for job, state in zip(jobs, states):
-        history = pd.read_csv(job / "history.csv")
-        assert history["round"].tolist() == [0, 1, 2]
-        assert_matches_history(job, history, state)
-        assert state["wandb"]["group"] == group and state["mlflow"]["parent_run_id"] is not None
-    # TensorBoard: one run per job folder under the sweep
-    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
-    multiplexer.Reload()
-    assert sorted(multiplexer.Runs()) == ["0/tensorboard", "1/tensorboard"]
-    assert all("curves" in multiplexer.GetAccumulator(run).Tags()["images"] for run in multiplexer.Runs())
-    # MLflow: both jobs are children of the sweep's one parent run, with params, summary and plots
-    client = mlflow_client(states[0]["mlflow"]["tracking_uri"])
-    parent = states[0]["mlflow"]["parent_run_id"]
-    assert states[1]["mlflow"]["parent_run_id"] == parent
-    children = client.search_runs([states[0]["mlflow"]["experiment_id"]],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert sorted(r.data.params["seed"] for r in children) == ["0", "1"]
-    for job, state in zip(jobs, states):
-        run = client.get_run(state["mlflow"]["run_id"])
-        summary = json.loads((job / "summary.json").read_text())
-        assert run.info.status == "FINISHED" and run.data.metrics["final_central_acc"] == summary["final_central_acc"]
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"curves.png", "summary.json"} <= artifacts and any(a.endswith("_labels.png") for a in artifacts)
-        # W&B: the run record carries the sweep as its group; summary and results artifact logged
-        records = list(wandb_records(job, state["wandb"]["run_id"]))
-        assert [r.run.run_group for r in records if r.HasField("run")] == [group]
-        assert any(r.HasField("artifact") and r.artifact.type == "results" for r in records)
-        assert any(u.key == "final_central_acc" for r in records if r.HasField("summary") for u in r.summary.update)
-
 
 @pytest.mark.slow
 def test_failing_tracker_costs_a_warning_not_the_run(tmp_path, data_dir, ray_cluster_address):
@@ -101,7 +54,6 @@ def test_resume_continues_the_same_tracker_runs_without_duplicate_steps(tmp_path
     import signal
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    from test_resume import interrupt_at_round
 
     args = [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=5", "logger=many"]
     returncode, run_dir, _ = interrupt_at_round(tmp_path, args, signal.SIGINT, 2)

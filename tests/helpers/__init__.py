@@ -97,3 +97,30 @@ def run_cli_batch(cases: list[tuple[list[str], Path]], timeout: float = 300) -> 
         results = json.loads(results_path.read_text())
     return [subprocess.CompletedProcess(["python", "-m", "sim", *args], r["returncode"], r["stdout"], r["stderr"])
             for (args, _), r in zip(cases, results)]
+
+
+def interrupt_at_round(cwd: Path, args: list[str], sig: int, at_round: int) -> tuple[int, Path, list[psutil.Process]]:
+    """Start a run, send `sig` once history.csv has `at_round`.
+
+    Returns the exit code, the run directory and the processes the run had started.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            found = run_dirs(cwd)
+            if found and len((found[0] / "history.csv").read_text().splitlines()) >= at_round + 2:
+                break
+            time.sleep(0.1)
+        started = processes_started_by(proc.pid)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "abandoned" in output, output[-3000:]
+    assert len(started) >= 3, "the run had not started its Ray instance"  # GCS, raylet, workers
+    (run_dir,) = run_dirs(cwd)
+    return proc.returncode, run_dir, started

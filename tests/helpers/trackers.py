@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pandas as pd
 import pytest
 
 from sim.run.history import COLUMNS
+from sim.tracking import STATE_FILE
 from sim.tracking.wandb_tracker import offline_history as wandb_history
+from sim.tracking.wandb_tracker import offline_records as wandb_records
 
 
 METRICS = [c for c in COLUMNS if c != "round"]
@@ -54,3 +57,43 @@ def assert_matches_history(run_dir: Path, history: pd.DataFrame, state: dict) ->
         assert [step for step, _ in logged] == history["round"].tolist()
         for column, points in expected.items():
             assert [(s, row[column]) for s, row in logged if column in row] == points, column
+
+
+def assert_sweep_tracked(results: Path, jobs: list[Path], seeds: list[str]) -> None:
+    """A sweep's finished `jobs` (run with `logger=many`) as each tracker's reader sees them.
+
+    Each job read back equals its history.csv; the jobs share the sweep as their group:
+    one TensorBoard run per job folder, MLflow child runs of one parent, W&B's run group.
+    """
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    sweep_dir = jobs[0].parent
+    group = sweep_dir.relative_to(results).as_posix()  # multirun/<date>/<time>
+    states = [json.loads((job / STATE_FILE).read_text()) for job in jobs]
+    for job, state in zip(jobs, states):
+        history = pd.read_csv(job / "history.csv")
+        assert_matches_history(job, history, state)
+        assert state["wandb"]["group"] == group and state["mlflow"]["parent_run_id"] is not None
+    # TensorBoard: one run per finished job folder under the sweep
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    multiplexer.Reload()
+    assert sorted(multiplexer.Runs()) == sorted(f"{job.name}/tensorboard" for job in jobs)
+    assert all("curves" in multiplexer.GetAccumulator(run).Tags()["images"] for run in multiplexer.Runs())
+    # MLflow: every job is a child of the sweep's one parent run, with params, summary and plots
+    client = mlflow_client(states[0]["mlflow"]["tracking_uri"])
+    parent = states[0]["mlflow"]["parent_run_id"]
+    assert all(state["mlflow"]["parent_run_id"] == parent for state in states)
+    children = client.search_runs([states[0]["mlflow"]["experiment_id"]],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.params["seed"] for r in children) == seeds
+    for job, state in zip(jobs, states):
+        run = client.get_run(state["mlflow"]["run_id"])
+        summary = json.loads((job / "summary.json").read_text())
+        assert run.info.status == "FINISHED" and run.data.metrics["final_central_acc"] == summary["final_central_acc"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"curves.png", "summary.json"} <= artifacts and any(a.endswith("_labels.png") for a in artifacts)
+        # W&B: the run record carries the sweep as its group; summary and results artifact logged
+        records = list(wandb_records(job, state["wandb"]["run_id"]))
+        assert [r.run.run_group for r in records if r.HasField("run")] == [group]
+        assert any(r.HasField("artifact") and r.artifact.type == "results" for r in records)
+        assert any(u.key == "final_central_acc" for r in records if r.HasField("summary") for u in r.summary.update)

@@ -16,7 +16,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from helpers import CIFAR10_ARCHIVE, CONF_DIR
+from helpers import CONF_DIR
 from sim.data import DataError, Dataset, cache, cifar10, load_dataset, synthetic
 
 CONF = CONF_DIR / "dataset"
@@ -412,13 +412,10 @@ def test_cache_concurrent_writer_wins(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ real CIFAR-10 copy
 
-REAL_ARCHIVE = CIFAR10_ARCHIVE
-
-
 @pytest.mark.cifar10
-@pytest.mark.skipif(not REAL_ARCHIVE.is_file(), reason=f"no CIFAR-10 copy at {REAL_ARCHIVE}")
-def test_real_cifar10_copy(tmp_path: Path) -> None:
-    cfg = make_cfg("cifar10", tmp_path, path=str(REAL_ARCHIVE))
+def test_real_cifar10_copy(cifar10_archive: Path, data_dir: Path) -> None:
+    """The shared copy, decoded once per test run into the shared cache (the `cifar10_archive` fixture)."""
+    cfg = make_cfg("cifar10", data_dir, path=str(cifar10_archive), data_dir=str(data_dir))
     ds = load_dataset(cfg, seed=0)
     assert ds.classes == CIFAR10_CLASSES
     assert ds.train_images.shape == (50_000, 32, 32, 3)
