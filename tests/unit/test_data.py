@@ -408,21 +408,3 @@ def test_cache_concurrent_writer_wins(tmp_path: Path) -> None:
     ds = cache.load_or_build(root, "k", build)
     np.testing.assert_array_equal(ds.train_images, made.train_images)  # the first copy is kept
     assert [p.name for p in root.iterdir()] == ["k"]
-
-
-# ------------------------------------------------------------------------ real CIFAR-10 copy
-
-@pytest.mark.cifar10
-def test_real_cifar10_copy(cifar10_archive: Path, data_dir: Path) -> None:
-    """The shared copy, decoded once per test run into the shared cache (the `cifar10_archive` fixture)."""
-    cfg = make_cfg("cifar10", data_dir, path=str(cifar10_archive), data_dir=str(data_dir))
-    ds = load_dataset(cfg, seed=0)
-    assert ds.classes == CIFAR10_CLASSES
-    assert ds.train_images.shape == (50_000, 32, 32, 3)
-    assert ds.test_images.shape == (10_000, 32, 32, 3)
-    np.testing.assert_array_equal(np.bincount(ds.train_labels), [5000] * 10)
-    np.testing.assert_array_equal(np.bincount(ds.test_labels), [1000] * 10)
-    mean = ds.train_images[::10].reshape(-1, 3).mean(0) / 255
-    np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=0.01)
-    cached = load_dataset(cfg, seed=0)
-    assert isinstance(cached.train_images, np.memmap)
