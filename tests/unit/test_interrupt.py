@@ -113,7 +113,11 @@ def test_a_terminal_gets_its_cursor_back(tmp_path):
         while b"ready" not in seen:
             seen += os.read(parent, 1024)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=60)  # above WRITE_WAIT_S (30 s), the longest the stop waits for a row
+        except subprocess.TimeoutExpired:
+            marker = tmp_path / "marker"
+            pytest.fail(f"no exit 60 s after SIGINT; row written: {marker.exists()}; terminal so far: {seen!r}")
         while True:
             try:
                 chunk = os.read(parent, 1024)
