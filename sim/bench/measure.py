@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from sim.run.history import COLUMNS, STEADY_FROM_ROUND, TIME_COLUMNS
+from sim.run.history import COLUMNS, STEADY_FROM_ROUND, TIME_COLUMNS, median_round_s, steady_rounds  # noqa: F401 (used by the bench modules)
 
 log = logging.getLogger(__name__)
 
@@ -174,17 +174,6 @@ def run_harness(
         workers=summary.get("clients_at_once"),
         log_path=log_path,
     )
-
-
-def steady_rounds(history: pd.DataFrame) -> pd.DataFrame:
-    """The rows of rounds >= 2: round 0 is the initial evaluation, round 1 includes worker start-up."""
-    return history[history["round"] >= STEADY_FROM_ROUND]
-
-
-def median_round_s(history: pd.DataFrame) -> float:
-    """Median `round_s` over the steady rounds (nan when the run had fewer than 2 rounds)."""
-    steady = steady_rounds(history)["round_s"]
-    return float(steady.median()) if len(steady) else math.nan
 
 
 def max_relative_difference(a: pd.DataFrame, b: pd.DataFrame) -> float:

@@ -108,6 +108,17 @@ def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
 STEADY_FROM_ROUND = 2  # round 0 is the initial evaluation; round 1 includes Ray worker start-up
 
 
+def steady_rounds(history):
+    """The rows of rounds >= 2 of a history DataFrame: round 0 is the initial evaluation, round 1 includes worker start-up."""
+    return history[history["round"] >= STEADY_FROM_ROUND]
+
+
+def median_round_s(history) -> float:
+    """Median `round_s` over the steady rounds (nan when the run had fewer than 2 rounds)."""
+    steady = steady_rounds(history)["round_s"]
+    return float(steady.median()) if len(steady) else math.nan
+
+
 def summarize(history, wall_s: float, manifest: str | None, clients_at_once: int | None = None) -> dict[str, Any]:
     """Final and best central accuracy, rounds, wall time, and what a benchmark reads, from a history DataFrame.
 
@@ -115,7 +126,7 @@ def summarize(history, wall_s: float, manifest: str | None, clients_at_once: int
     for a run of fewer rounds); `clients_at_once` is how many client tasks ran in parallel.
     """
     central = history.dropna(subset=["central_acc"])
-    steady = history.loc[history["round"] >= STEADY_FROM_ROUND, "round_s"].dropna() if "round_s" in history else ()
+    median_s = median_round_s(history)
     best = central.loc[central["central_acc"].idxmax()] if len(central) else None
     last = central.iloc[-1] if len(central) else None
     return {
@@ -127,7 +138,7 @@ def summarize(history, wall_s: float, manifest: str | None, clients_at_once: int
         "wall_s": round(wall_s, 3),
         "partition_manifest": manifest,
         "clients_at_once": clients_at_once,
-        "median_round_s": float(steady.median()) if len(steady) else None,
+        "median_round_s": None if math.isnan(median_s) else median_s,
     }
 
 

@@ -15,6 +15,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from torch import nn
 
+from helpers.strategies import Observer
 from sim.algorithms.base import Algorithm
 from sim.algorithms.ditto import Ditto
 from sim.algorithms.feddyn import FedDyn
@@ -38,22 +39,6 @@ class Grid:
 
     def get_node_ids(self):
         return self.nodes
-
-
-class Observer:
-    """Collects what the strategy reports per round (the history writer's role in a run)."""
-
-    def __init__(self):
-        self.extra: list[dict] = []
-
-    def record_train(self, *args):
-        pass
-
-    def record_evaluate(self, *args):
-        pass
-
-    def record_extra(self, values):
-        self.extra.append(dict(values))
 
 
 class Client:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from helpers.strategies import Observer
 from sim.errors import RunStopped
 from sim.federation.privacy import AccountedDPClientSideFixedClipping, AccountedDPServerSideFixedClipping
 from sim.federation.sampling import RoundPlanner
@@ -20,20 +21,6 @@ pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py
 class Grid:
     def get_node_ids(self):
         return list(range(1, PER_ROUND + 1))
-
-
-class Observer:
-    def __init__(self):
-        self.extra = []
-
-    def record_train(self, *args):
-        pass
-
-    def record_evaluate(self, *args):
-        pass
-
-    def record_extra(self, values):
-        self.extra.append(dict(values))
 
 
 def build(cls, weighted_by_key="clients", **kwargs):

@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from hydra.utils import instantiate
 
 from helpers import compose_config
@@ -22,13 +21,7 @@ from sim.federation.sampling import RoundPlanner
 SIZE = 4000  # parameters of the toy model: enough to measure a noise std to a few per cent
 
 
-@pytest.fixture(autouse=True)
-def flower_task_identity():
-    """The identity a ServerApp process has, which Flower needs to build instruction messages."""
-    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")  # tests/conftest.py: Flower needs it to build messages
 
 
 class Grid:
