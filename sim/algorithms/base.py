@@ -116,7 +116,7 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
                 for cid in msg.content[self.configrecord_key]["cids"]:
                     state = store.get(cid)
                     if state is not None:
-                        msg.content[f"{STATE_PREFIX}{cid}"] = to_record(state)
+                        msg.content[f"{STATE_PREFIX}{cid}"] = ArrayRecord(state)  # as it came back: no re-encoding
         return messages
 
     # ---- the round -----------------------------------------------------------------
@@ -144,7 +144,7 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
                 record = content.array_records[key]
                 del content[key]
                 if key.startswith(STATE_PREFIX):
-                    store.put(int(key[len(STATE_PREFIX):]), absolute, {k: v.numpy() for k, v in record.items()})
+                    store.put(int(key[len(STATE_PREFIX):]), absolute, dict(record.items()))  # kept serialised
                 else:
                     sums = extra_sums.setdefault(key[len(EXTRA_PREFIX):], {})
                     for k, v in record.items():

@@ -3,15 +3,20 @@
 The server owns it: a strategy reads the state of each client it samples, ships it in
 that client's message (`state.<cid>`), and stores what the reply brings back. So the
 state never depends on which Ray worker (or node) a client lands on, and a client whose
-task fails simply keeps its previous state.
+task fails simply keeps its previous state. The server never computes with a client's
+state, so the store keeps it as it travels: Flower `Array`s, already serialised (`.npy`
+bytes). A round then costs the server no decoding or encoding of the states it relays,
+and a state file is those bytes in an `.npz` archive (which `numpy.load` reads).
 
-`ClientStateStore` keeps states in memory up to `memory_mb` (least recently used first
-out) and spills the rest to `<run dir>/client_state/<cid>.<round>.npy`. A client that
-never trained has no entry and costs nothing; every operation touches only the clients
-named, so a round's cost follows the clients sampled, never `num_clients`.
+`ClientStateStore` writes every state it is given to
+`<run dir>/client_state/<cid>.<round>.npz` on one background thread, in the order given
+(the writes overlap the rest of the round: central evaluation, the next messages), and
+keeps the most recently used states in memory up to `memory_mb`. A client that never
+trained has no entry and costs nothing; every operation touches only the clients named,
+so a round's cost follows the clients sampled, never `num_clients`.
 
-Resume: pickling the store (which a checkpoint does) commits it: every state still only
-in memory is written, and the round is recorded. A file carries the round its state was
+Resume: pickling the store (which a checkpoint does) commits it: it waits until every
+queued write is on disk, and records the round. A file carries the round its state was
 made in, and the newest committed file of a client is kept until a newer checkpoint is
 on disk (`checkpoint_saved`, called by `sim.run.checkpoint` after the rename): a run
 stopped (Ctrl-C, SIGKILL) between a commit and that rename still finds every file its
@@ -25,22 +30,32 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import zipfile
+from typing import Mapping
+
 import numpy as np
+from flwr.app import Array
 
 log = logging.getLogger(__name__)
-State = dict[str, np.ndarray]
+State = dict[str, Array]  # one client's arrays, serialised as Flower sends them
+
+
+def as_state(arrays: Mapping[str, Array | np.ndarray]) -> State:
+    """A client's arrays as Flower `Array`s (NumPy arrays are serialised; `Array`s are kept)."""
+    return {k: v if isinstance(v, Array) else Array(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
 def state_bytes(state: State) -> int:
     """Bytes held by one client's arrays."""
-    return sum(int(v.nbytes) for v in state.values())
+    return sum(len(v.data) for v in state.values())
 
 
 class ClientStateStore:
-    """Each virtual client's arrays, keyed by client id; bounded memory, spilled to disk."""
+    """Each virtual client's arrays, keyed by client id; written behind, bounded in memory."""
 
     def __init__(self, directory: Path, memory_mb: float = 256.0, fresh: bool = True):
         self.directory = Path(directory)
@@ -50,12 +65,13 @@ class ClientStateStore:
         self.memory_bytes = int(memory_mb * 2**20)
         self.committed = -1  # last round whose states are all on disk
         self.round = -1  # newest round a state was stored for
-        self._disk: dict[int, list[int]] = {}  # cid -> rounds of its files, ascending
-        self._cache: OrderedDict[int, tuple[int, State, bool]] = OrderedDict()  # cid -> (round, state, dirty)
+        self._disk: dict[int, list[int]] = {}  # cid -> rounds of its files (written or queued), ascending
+        self._cache: OrderedDict[int, tuple[int, State]] = OrderedDict()  # cid -> (round, state)
         self._cached_bytes = 0
         self._written: set[int] = set()  # clients given a file since the last commit
-        self._dirty: set[int] = set()  # clients whose newest state is only in memory
         self._superseded: list[Path] = []  # files of older commits, deleted once a newer checkpoint is saved
+        self._writer: ThreadPoolExecutor | None = None  # one thread: file operations run in the order queued
+        self._queued: list[Future] = []
 
     # ---- reading and writing states -------------------------------------------------
 
@@ -71,16 +87,24 @@ class ClientStateStore:
         rounds = self._disk.get(cid)
         if not rounds:
             return None
+        self.flush()
         state = self._read(cid, rounds[-1])
-        self._remember(cid, rounds[-1], state, dirty=False)
+        self._remember(cid, rounds[-1], state)
         return state
 
-    def put(self, cid: int, server_round: int, state: State) -> None:
+    def put(self, cid: int, server_round: int, state: Mapping[str, Array | np.ndarray]) -> None:
         """Store the state a client produced in `server_round` (it replaces the previous one)."""
-        cid = int(cid)
-        state = {k: np.ascontiguousarray(v) for k, v in state.items()}
-        self.round = max(self.round, int(server_round))
-        self._remember(cid, int(server_round), state, dirty=True)
+        cid, made = int(cid), int(server_round)
+        state = as_state(state)
+        self.round = max(self.round, made)
+        self._write(cid, made, state)
+        self._remember(cid, made, state)
+
+    def flush(self) -> None:
+        """Wait until every queued file operation is done (re-raising the first that failed)."""
+        queued, self._queued = self._queued, []
+        for job in queued:
+            job.result()
 
     def __len__(self) -> int:
         return len(set(self._cache) | set(self._disk))
@@ -93,12 +117,8 @@ class ClientStateStore:
     # ---- checkpoints -----------------------------------------------------------------
 
     def commit(self) -> None:
-        """Write every state held only in memory; the versions it supersedes go at `checkpoint_saved`."""
-        for cid in self._dirty:  # the clients stored since the last commit, not every cached one
-            made, state, _ = self._cache[cid]
-            self._write(cid, made, state)
-            self._cache[cid] = (made, state, False)
-        self._dirty = set()
+        """Wait for every queued write; the versions they supersede go at `checkpoint_saved`."""
+        self.flush()
         for cid in self._written:
             rounds = self._disk[cid]
             self._superseded += [self._path(cid, old) for old in rounds[:-1]]
@@ -125,8 +145,8 @@ class ClientStateStore:
         self.memory_bytes = saved["memory_bytes"]
         self.committed = self.round = saved["committed"]
         self._disk = {int(c): list(r) for c, r in saved["disk"].items()}
-        self._cache, self._cached_bytes, self._written, self._dirty = OrderedDict(), 0, set(), set()
-        self._superseded = []
+        self._cache, self._cached_bytes, self._written, self._superseded = OrderedDict(), 0, set(), []
+        self._writer, self._queued = None, []
         self._prune_after(self.committed)
 
     def _prune_after(self, last_round: int) -> None:
@@ -140,41 +160,52 @@ class ClientStateStore:
 
     # ---- internals -------------------------------------------------------------------
 
-    def _remember(self, cid: int, made: int, state: State, dirty: bool) -> None:
+    def _remember(self, cid: int, made: int, state: State) -> None:
+        """Keep a state in memory; drop the least recently used beyond `memory_bytes` (all are on disk)."""
         old = self._cache.pop(cid, None)
         if old is not None:
             self._cached_bytes -= state_bytes(old[1])
-        self._cache[cid] = (made, state, dirty)
+        self._cache[cid] = (made, state)
         self._cached_bytes += state_bytes(state)
-        if dirty:
-            self._dirty.add(cid)
         while self._cached_bytes > self.memory_bytes and len(self._cache) > 1:
-            out, (out_round, out_state, out_dirty) = self._cache.popitem(last=False)
+            _, (_, out_state) = self._cache.popitem(last=False)
             self._cached_bytes -= state_bytes(out_state)
-            if out_dirty:
-                self._write(out, out_round, out_state)
-                self._dirty.discard(out)
 
     def _path(self, cid: int, made: int) -> Path:
         return self.directory / f"{cid}.{made}.npz"
 
+    def _queue(self, operation, *args) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="client-state-writer")
+        self._queued.append(self._writer.submit(operation, *args))
+
     def _write(self, cid: int, made: int, state: State) -> None:
-        """Write a state file; drop this client's files that are neither committed nor newest."""
-        path = self._path(cid, made)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **state)
-        os.replace(tmp, path)
+        """Queue a state file; drop this client's files that are neither committed nor newest."""
+        self._queue(_write_file, self._path(cid, made), state)
         rounds = [r for r in self._disk.get(cid, []) if r != made]
         keep = [r for r in rounds if r <= self.committed][-1:]  # the committed version resume needs
         for r in rounds:
             if r not in keep:
-                self._path(cid, r).unlink(missing_ok=True)
+                self._queue(_delete_file, self._path(cid, r))  # after its own write: one thread, in order
         self._disk[cid] = keep + [made]
         self._written.add(cid)
 
     def _read(self, cid: int, made: int) -> State:
         with np.load(self._path(cid, made)) as files:
-            return {k: files[k] for k in files.files}
+            return as_state({k: files[k] for k in files.files})
+
+
+def _write_file(path: Path, state: State) -> None:
+    """Write one state file atomically: an `.npz` (NumPy's zip layout) of the arrays' `.npy` bytes."""
+    tmp = path.with_suffix(".tmp.npz")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for key, array in state.items():
+            archive.writestr(f"{key}.npy", array.data)
+    os.replace(tmp, path)
+
+
+def _delete_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _parse(name: str) -> tuple[int | None, int]:

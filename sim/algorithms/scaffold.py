@@ -28,24 +28,26 @@ class ScaffoldRule(ClientRule):
 
     def train(self, model, task: LocalTask, state: Tensors | None, server: dict[str, Tensors]) -> ClientResult:
         params = parameters(model)
-        c = server.get("control", {})
-        c_i = state or {}
+        names, weights = list(params), list(params.values())
         zero = {k: torch.zeros_like(p) for k, p in params.items()}
-        c = {k: c.get(k, zero[k]) for k in params}
-        c_i = {k: c_i.get(k, zero[k]) for k in params}
-        correction = {k: c[k] - c_i[k] for k in params}
-        start = {k: p.detach().clone() for k, p in params.items()}
+        c = [server.get("control", zero).get(k, zero[k]) for k in names]
+        c_i = [(state or zero).get(k, zero[k]) for k in names]
+        correction = torch._foreach_sub(c, c_i)  # c - c_i, added to every step's gradient
+        start = [p.detach().clone() for p in weights]
 
         def correct() -> None:
-            for k, p in params.items():
-                if p.grad is not None:
-                    p.grad.add_(correction[k])
+            with_grad = [(p.grad, d) for p, d in zip(weights, correction) if p.grad is not None]
+            if with_grad:
+                torch._foreach_add_(*map(list, zip(*with_grad)))
 
         loss, steps = local_sgd(model, task, self.optimizer(model), adjust=correct)
-        scale = 1.0 / (max(steps, 1) * self.lr)
-        c_new = {k: c_i[k] - c[k] + (start[k] - p.detach()) * scale for k, p in params.items()}
-        delta = {k: c_new[k] - c_i[k] for k in params}
-        return ClientResult(weights=detached(model), loss=loss, state=c_new, extras={"control": delta})
+        with torch.no_grad():
+            drift = torch._foreach_sub(start, weights)  # x - y
+            torch._foreach_mul_(drift, 1.0 / (max(steps, 1) * self.lr))
+            c_new = torch._foreach_sub(drift, correction)  # c_i - c + (x - y) / (K·lr)
+            delta = torch._foreach_sub(c_new, c_i)
+        return ClientResult(weights=detached(model), loss=loss, state=dict(zip(names, c_new)),
+                            extras={"control": dict(zip(names, delta))})
 
 
 class Scaffold(Algorithm):
