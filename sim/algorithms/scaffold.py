@@ -29,9 +29,8 @@ class ScaffoldRule(ClientRule):
     def train(self, model, task: LocalTask, state: Tensors | None, server: dict[str, Tensors]) -> ClientResult:
         params = parameters(model)
         names, weights = list(params), list(params.values())
-        zero = {k: torch.zeros_like(p) for k, p in params.items()}
-        c = [server.get("control", zero).get(k, zero[k]) for k in names]
-        c_i = [(state or zero).get(k, zero[k]) for k in names]
+        c = [_or_zero(server.get("control"), k, p) for k, p in params.items()]
+        c_i = [_or_zero(state, k, p) for k, p in params.items()]
         correction = torch._foreach_sub(c, c_i)  # c - c_i, added to every step's gradient
         start = [p.detach().clone() for p in weights]
 
@@ -48,6 +47,12 @@ class ScaffoldRule(ClientRule):
             delta = torch._foreach_sub(c_new, c_i)
         return ClientResult(weights=detached(model), loss=loss, state=dict(zip(names, c_new)),
                             extras={"control": dict(zip(names, delta))})
+
+
+def _or_zero(tensors: Tensors | None, name: str, like: torch.Tensor) -> torch.Tensor:
+    """`tensors[name]`, or zeros shaped like `like` (a client's first round, the server's first c)."""
+    value = tensors.get(name) if tensors else None
+    return value if value is not None else torch.zeros_like(like)
 
 
 class Scaffold(Algorithm):

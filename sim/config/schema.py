@@ -178,7 +178,7 @@ STRATEGY_ARGS: dict[str, Setting] = {
     "alpha": Setting(POSITIVE, "FedDyn: weight α of the regulariser (α/2)·||θ - θ_server||²; larger keeps clients closer"),
     "ditto_lambda": Setting(NON_NEGATIVE, "Ditto: λ of (λ/2)·||v - w_global||² on the personal model; 0 = purely local"),
     "personal_layers": Setting(Names(), "FedPer: state-dict name prefixes of the personal head"),
-    "state_memory_mb": Setting(POSITIVE, "client state kept in memory before spilling to <run dir>/client_state"),
+    "state_memory_mb": Setting(POSITIVE, "client state kept in memory (every state is also written behind to <run dir>/client_state)"),
     "target_delta": Setting(Num(0, 1, lo_open=True, hi_open=True), "delta at which epsilon is reported each round "
                                                                    "(history column `epsilon`)"),
     "max_epsilon": Setting(Num(0, lo_open=True, null=True), "stop the run before a round would push epsilon past "
