@@ -21,7 +21,7 @@ client time (training plus federated evaluation, summed over clients) divided by
 parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
 `start_s` is start to first round (launch to the round-0 row of history.csv);
 `worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
-peak of the summed PSS of driver, Ray daemons and workers; `max_rel_diff` is the largest
+peak of the summed PSS of driver, Ray daemons and workers, `driver_pss_mb` the driver's own; `max_rel_diff` is the largest
 relative difference between the two histories' metric columns: 0 up to float noise
 when the harness still computes what the reference does, in the same order;
 `partition_s` is a fresh partition of the workload's split (manifest, CSV and plot, into a
@@ -66,6 +66,7 @@ TABLE_COLUMNS = {  # bench.csv column -> printed header
     "start_s": "start->round 1 s",
     "worker_startup_s": "worker start-up s",
     "peak_pss_mb": "peak PSS MB",
+    "driver_pss_mb": "driver PSS MB",
     "max_rel_diff": "max rel diff",
     "cpu_share": "cpu share",
 }
@@ -142,7 +143,8 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
     folder = args.out / name
     harness = run_harness(overrides, folder / "harness")
     row.update(returncode=harness.returncode, harness_wall_s=harness.wall_s, start_s=harness.start_s,
-               peak_pss_mb=harness.peak_pss_mb, peak_uss_mb=harness.peak_uss_mb, processes=harness.max_processes)
+               peak_pss_mb=harness.peak_pss_mb, peak_uss_mb=harness.peak_uss_mb,
+               driver_pss_mb=harness.peak_driver_pss_mb, processes=harness.max_processes)
     if harness.returncode != 0:
         log.error("%s: the harness failed (exit %d); see %s", name, harness.returncode, harness.log_path)
         return row
@@ -220,15 +222,13 @@ def target_lines(table: pd.DataFrame) -> list[str]:
             seconds = rows[name]["harness_round_s"]
             lines.append(f"{name} median round {seconds * 1000:.1f} ms  target < {target * 1000:.0f} ms  "
                          f"{verdict(seconds < target)}")
-    small, large = wl.SCALE_PAIR
-    if small in rows and large in rows:
-        for key, label, tolerance in (
-            ("harness_round_s", "median round", wl.SCALE_ROUND_TOLERANCE),
-            ("peak_pss_mb", "peak memory", wl.SCALE_MEMORY_TOLERANCE),
-        ):
-            change = _relative(rows[large].get(key, math.nan), rows[small].get(key, math.nan))
-            lines.append(f"{large} vs {small} {label} {change:+.1%}  target within {tolerance:.0%}  "
-                         f"{verdict(abs(change) <= tolerance)}")
+    for (small, large), checks in wl.SCALE_PAIRS.items():
+        if small in rows and large in rows:
+            for key, label, tolerance in checks:
+                change = _relative(rows[large].get(key, math.nan), rows[small].get(key, math.nan))
+                lines.append(f"{large} vs {small} {label} {change:+.1%}  target within {tolerance:.0%}  "
+                             f"{verdict(abs(change) <= tolerance)}")
+    _, large = wl.SCALE_PAIR
     if large in rows:
         seconds = rows[large].get("partition_s", math.nan)
         lines.append(f"{large} fresh partition of {rows[large]['num_clients']:,} clients {seconds:.1f} s  "

@@ -55,6 +55,7 @@ class HarnessRun:
     start_s: float  # launch to history.csv's round-0 row (nan if never written)
     peak_pss_mb: float  # max over samples of the summed PSS of the run's processes
     peak_uss_mb: float  # the same for USS
+    peak_driver_pss_mb: float  # max over samples of the driver's own PSS (the `python -m sim` process)
     max_processes: int  # most processes seen in one sample
     workers: int | None  # clients running at once, from the run's summary.json
     log_path: Path
@@ -75,7 +76,7 @@ class ProcessTreeMemory:
         self.root = psutil.Process(root_pid)
         self.tag = tag
         self._tagged: dict[tuple[int, float], bool] = {}  # (pid, create time) -> carries the tag
-        self.peak_pss = self.peak_uss = 0
+        self.peak_pss = self.peak_uss = self.peak_driver_pss = 0
         self.max_processes = 0
 
     def _is_tagged(self, proc: psutil.Process) -> bool:
@@ -109,6 +110,8 @@ class ProcessTreeMemory:
             pss += info.pss
             uss += info.uss
             count += 1
+            if proc.pid == self.root.pid:
+                self.peak_driver_pss = max(self.peak_driver_pss, info.pss)
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_uss = max(self.peak_uss, uss)
         self.max_processes = max(self.max_processes, count)
@@ -170,6 +173,7 @@ def run_harness(
         start_s=start_s,
         peak_pss_mb=memory.peak_pss / 2**20,
         peak_uss_mb=memory.peak_uss / 2**20,
+        peak_driver_pss_mb=memory.peak_driver_pss / 2**20,
         max_processes=memory.max_processes,
         workers=summary.get("clients_at_once"),
         log_path=log_path,

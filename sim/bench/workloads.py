@@ -45,6 +45,15 @@ class Workload:
 
 
 _NO_FED_EVAL = ("eval_clients_per_round=0",)
+_ONE_SMALL_IMAGE_EACH = (
+    "clients_per_round=50", *_NO_FED_EVAL, "partition=iid", "partition.val_fraction=0", "central_eval_every=0",
+)
+
+
+def _small_images(count: int) -> tuple[str, ...]:
+    """A generated set of `count` grayscale 16x16 training images (the CNN's smallest input)."""
+    return ("dataset=synthetic", f"dataset.num_train={count}", "dataset.num_test=1000", "dataset.channels=1",
+            "dataset.image_size=16", "dataset.mean=[0.5]", "dataset.std=[0.25]")
 
 WORKLOADS: dict[str, Workload] = {
     w.name: w
@@ -108,6 +117,18 @@ WORKLOADS: dict[str, Workload] = {
             rounds=200,
             data=("dataset=synthetic", "dataset.num_train=2000"),
         ),
+        Workload(  # a million clients of one small generated image each; not in the defaults (minutes to generate)
+            "scale-1m",
+            ("num_clients=1000000", *_ONE_SMALL_IMAGE_EACH),
+            ("num_clients=400", *_ONE_SMALL_IMAGE_EACH),
+            data=_small_images(1_000_000),
+        ),
+        Workload(  # scale-1m's comparison: the same images and model, 5,000 clients
+            "scale-1m-base",
+            ("num_clients=5000", *_ONE_SMALL_IMAGE_EACH),
+            ("num_clients=400", *_ONE_SMALL_IMAGE_EACH),
+            data=_small_images(5_000),
+        ),
         Workload(  # issue 11: the ResNet-18 (GroupNorm) on a small cross-device setting; not in the defaults (slow on CPUs)
             "resnet-cross-device",
             (
@@ -132,6 +153,12 @@ ROUND_TARGETS_S = {"cheap-rounds": 0.015}  # median round, seconds
 SCALE_PAIR = ("scale-5k", "scale-50k")
 SCALE_ROUND_TOLERANCE = 0.15  # scale-50k median round within 15% of scale-5k's
 SCALE_MEMORY_TOLERANCE = 0.10  # and peak memory within 10%
+SCALE_PAIRS = {  # (smaller, larger): (bench.csv column, label, relative tolerance) compared between them
+    SCALE_PAIR: (("harness_round_s", "median round", SCALE_ROUND_TOLERANCE),
+                 ("peak_pss_mb", "peak memory", SCALE_MEMORY_TOLERANCE)),
+    ("scale-1m-base", "scale-1m"): (("harness_round_s", "median round", 0.15),
+                                    ("driver_pss_mb", "driver memory", 0.10)),
+}
 START_TARGET_S = 10.0  # start to first round
 PARTITION_TARGET_S = 10.0  # a fresh partition of the scale pair's larger set (50,000 clients)
 MEMORY_TARGET_MB = 2048.0  # peak memory of a default-sized run

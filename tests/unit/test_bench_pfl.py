@@ -51,3 +51,18 @@ def test_cheap_rounds_brings_its_own_data_and_needs_no_cifar_path(monkeypatch):
     lines = target_lines(pd.DataFrame([{"workload": "cheap-rounds", "harness_round_s": 0.0123, "start_s": 5.0,
                                         "peak_pss_mb": 1900.0}]))
     assert "cheap-rounds median round 12.3 ms  target < 15 ms  met" in lines
+
+
+def test_the_million_client_workload_and_its_5000_client_twin_differ_only_in_client_count():
+    big, base = (wl.compose(wl.workload_overrides(n, None, None, quick=False)) for n in ("scale-1m", "scale-1m-base"))
+    assert (big.num_clients, big.dataset.num_train, base.num_clients, base.dataset.num_train) == (
+        1_000_000, 1_000_000, 5000, 5000)  # one image per client in both
+    for cfg in (big, base):
+        assert (cfg.dataset.name, cfg.dataset.channels, cfg.dataset.image_size) == ("synthetic", 1, 16)
+        assert (cfg.clients_per_round, cfg.central_eval_every, cfg.partition.scheme) == (50, 0, "iid")
+    lines = target_lines(pd.DataFrame([
+        {"workload": "scale-1m-base", "harness_round_s": 0.100, "driver_pss_mb": 600.0, "start_s": 7.0},
+        {"workload": "scale-1m", "harness_round_s": 0.110, "driver_pss_mb": 700.0, "start_s": 9.0},
+    ]))
+    assert "scale-1m vs scale-1m-base median round +10.0%  target within 15%  met" in lines
+    assert "scale-1m vs scale-1m-base driver memory +16.7%  target within 10%  MISSED" in lines
