@@ -21,7 +21,9 @@ client time (training plus federated evaluation, summed over clients) divided by
 parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
 `start_s` is start to first round (launch to the round-0 row of history.csv);
 `worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
-peak of the summed PSS of driver, Ray daemons and workers, `driver_pss_mb` the driver's own; `max_rel_diff` is the largest
+peak of the summed PSS of driver, Ray daemons and workers, `driver_pss_mb` the driver's own,
+`driver_own_mb` the driver's less the shared memory it maps (Ray's object store, where
+it put the training set: data, not the driver's own structures); `max_rel_diff` is the largest
 relative difference between the two histories' metric columns: 0 up to float noise
 when the harness still computes what the reference does, in the same order;
 `partition_s` is a fresh partition of the workload's split (manifest, CSV and plot, into a
@@ -67,6 +69,7 @@ TABLE_COLUMNS = {  # bench.csv column -> printed header
     "worker_startup_s": "worker start-up s",
     "peak_pss_mb": "peak PSS MB",
     "driver_pss_mb": "driver PSS MB",
+    "driver_own_mb": "driver less object store MB",
     "max_rel_diff": "max rel diff",
     "cpu_share": "cpu share",
 }
@@ -144,7 +147,8 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
     harness = run_harness(overrides, folder / "harness")
     row.update(returncode=harness.returncode, harness_wall_s=harness.wall_s, start_s=harness.start_s,
                peak_pss_mb=harness.peak_pss_mb, peak_uss_mb=harness.peak_uss_mb,
-               driver_pss_mb=harness.peak_driver_pss_mb, processes=harness.max_processes)
+               driver_pss_mb=harness.peak_driver_pss_mb, driver_own_mb=harness.peak_driver_own_mb,
+               processes=harness.max_processes)
     if harness.returncode != 0:
         log.error("%s: the harness failed (exit %d); see %s", name, harness.returncode, harness.log_path)
         return row

@@ -56,6 +56,7 @@ class HarnessRun:
     peak_pss_mb: float  # max over samples of the summed PSS of the run's processes
     peak_uss_mb: float  # the same for USS
     peak_driver_pss_mb: float  # max over samples of the driver's own PSS (the `python -m sim` process)
+    peak_driver_own_mb: float  # the same less shared memory (Ray's object store, which holds the data set)
     max_processes: int  # most processes seen in one sample
     workers: int | None  # clients running at once, from the run's summary.json
     log_path: Path
@@ -69,6 +70,23 @@ def carries_tag(pid: int, tag: str) -> bool:
         return False
 
 
+def shared_memory_pss(pid: int) -> int:
+    """Bytes of shared memory (tmpfs, memfd: Ray's object store) in process `pid`'s PSS; 0 if unknown.
+
+    Read from `/proc/<pid>/smaps_rollup`'s `Pss_Shmem` (Linux 5.x+), which psutil does not
+    expose. The driver writes the data set into Ray's object store, so its PSS carries
+    those pages; subtracting them leaves what the driver itself holds.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss_Shmem:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class ProcessTreeMemory:
     """Samples the summed PSS/USS of one run's processes (see the module docstring)."""
 
@@ -76,7 +94,7 @@ class ProcessTreeMemory:
         self.root = psutil.Process(root_pid)
         self.tag = tag
         self._tagged: dict[tuple[int, float], bool] = {}  # (pid, create time) -> carries the tag
-        self.peak_pss = self.peak_uss = self.peak_driver_pss = 0
+        self.peak_pss = self.peak_uss = self.peak_driver_pss = self.peak_driver_own = 0
         self.max_processes = 0
 
     def _is_tagged(self, proc: psutil.Process) -> bool:
@@ -112,6 +130,7 @@ class ProcessTreeMemory:
             count += 1
             if proc.pid == self.root.pid:
                 self.peak_driver_pss = max(self.peak_driver_pss, info.pss)
+                self.peak_driver_own = max(self.peak_driver_own, info.pss - shared_memory_pss(proc.pid))
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_uss = max(self.peak_uss, uss)
         self.max_processes = max(self.max_processes, count)
@@ -174,6 +193,7 @@ def run_harness(
         peak_pss_mb=memory.peak_pss / 2**20,
         peak_uss_mb=memory.peak_uss / 2**20,
         peak_driver_pss_mb=memory.peak_driver_pss / 2**20,
+        peak_driver_own_mb=memory.peak_driver_own / 2**20,
         max_processes=memory.max_processes,
         workers=summary.get("clients_at_once"),
         log_path=log_path,
