@@ -148,6 +148,7 @@ class _Outcome:
     failures: int = 0  # clients that failed (simulated faults; a whole group when its task raised)
     replies: list = field(default_factory=list)  # per successful group: (state or None, metrics)
     seconds: float = 0.0  # wall time of the tasks
+    slowest: float = 0.0  # wall time of the slowest group (a harness pack: one worker's share of the round)
     cpu_seconds: float = 0.0  # this process's CPU time during them (< seconds on a busy machine)
 
 
@@ -184,7 +185,9 @@ class _Clients:
                 outcome.failures += len(group) if self.whole_groups else 0
                 continue
             finally:
-                outcome.seconds += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                outcome.seconds += elapsed
+                outcome.slowest = max(outcome.slowest, elapsed)
                 outcome.cpu_seconds += time.process_time() - cpu_started
             group_state, metrics = result if isinstance(result, tuple) else (None, result)
             outcome.failures += int(metrics["failures"])
@@ -203,7 +206,8 @@ def run_reference(
     time during it: with one thread, train_cpu_s / train_s below 1 means other work took
     the CPU), `fed_eval_s` (federated
     evaluation, summed), `central_s` (central evaluation; 0.0 when not due), `round_s`
-    (the row's round_s); plus `setup_s` (data, partition, model), `wall_s`,
+    (the row's round_s), `train_slowest_s` and `fed_eval_slowest_s` (the slowest group's
+    time: with `packs=k`, the harness pack a worker waits on longest); plus `setup_s` (data, partition, model), `wall_s`,
     `train_threads` and `eval_threads`.
     """
     started = time.perf_counter()
@@ -240,18 +244,19 @@ def run_reference(
     state = {k: v.detach().clone() for k, v in initial_model(cfg).state_dict().items()}
     central = _CentralEval(cfg, data.test_images, data.test_labels)
     writer = HistoryWriter(run_dir / "history.csv")
-    timings: dict[str, Any] = {"train_s": [], "train_cpu_s": [], "fed_eval_s": [], "central_s": [], "round_s": []}
+    timings: dict[str, Any] = {"train_s": [], "train_cpu_s": [], "fed_eval_s": [], "central_s": [], "round_s": [],
+                               "train_slowest_s": [], "fed_eval_slowest_s": []}
     timings["setup_s"] = time.perf_counter() - started
     try:
         run_started = last = time.perf_counter()
         failed_streak = 0
         for server_round in range(num_rounds + 1):
             row: dict[str, Any] = {"round": server_round}
-            train_s = train_cpu_s = fed_eval_s = central_s = 0.0
+            train_s = train_cpu_s = fed_eval_s = central_s = train_slowest_s = fed_eval_slowest_s = 0.0
             if server_round > 0:
                 torch.set_num_threads(train_threads)
                 trained = clients.run(train_pack, state, groups(server_round, TRAIN), server_round)
-                train_s, train_cpu_s = trained.seconds, trained.cpu_seconds
+                train_s, train_cpu_s, train_slowest_s = trained.seconds, trained.cpu_seconds, trained.slowest
                 row.update(train_clients=trained.clients, train_failures=trained.failures)
                 if trained.clients - trained.failures >= min_train and trained.replies:  # else the model stays
                     weighted = [(s, int(m["num-examples"])) for s, m in trained.replies]
@@ -261,7 +266,7 @@ def run_reference(
                 eval_groups = groups(server_round, EVALUATE)
                 if eval_groups:
                     scored = clients.run(evaluate_pack, state, eval_groups, server_round)
-                    fed_eval_s = scored.seconds
+                    fed_eval_s, fed_eval_slowest_s = scored.seconds, scored.slowest
                     row.update(eval_clients=scored.clients, eval_failures=scored.failures)
                     if scored.replies:
                         row.update(fed_eval_loss=_mean_of(scored.replies, "eval_loss"),
@@ -276,7 +281,8 @@ def run_reference(
             last = now
             writer.append(row)
             for key, value in (("train_s", train_s), ("train_cpu_s", train_cpu_s),
-                               ("fed_eval_s", fed_eval_s), ("central_s", central_s)):
+                               ("fed_eval_s", fed_eval_s), ("central_s", central_s),
+                               ("train_slowest_s", train_slowest_s), ("fed_eval_slowest_s", fed_eval_slowest_s)):
                 timings[key].append(value)
             timings["round_s"].append(row["round_s"])
             log.info("reference round %d: %.2f s (clients %.2f s, central %.2f s)",
