@@ -22,6 +22,11 @@ parallel workers, plus its central-evaluation time; `ratio` = harness / bound;
 `packed_bound_s` is the same with clients indivisible: each round's slowest of the
 harness's packs, timed in the reference (at least the bound; above it when one client
 or pack holds more than its share of the round's examples), `packed_ratio` = harness / it;
+`parallel_reference_round_s` is the median round of the reference run again with each
+round's packs at once in one plain process per worker (`sim.bench.pack_pool`: no Flower,
+no Ray; what plain processes reach on this machine, where two trainings at once run
+slower than one alone), `parallel_ratio` = harness / it, `parallel_max_rel_diff` its
+history against the harness's;
 `start_s` is start to first round (launch to the round-0 row of history.csv);
 `worker_startup_s` is round 1's extra time over the median round; `peak_pss_mb` is the
 peak of the summed PSS of driver, Ray daemons and workers, `driver_pss_mb` the driver's own,
@@ -69,6 +74,7 @@ TABLE_COLUMNS = {  # bench.csv column -> printed header
     "bound_s": "ideal bound s",
     "ratio": "harness/bound",
     "packed_ratio": "harness/packed bound",
+    "parallel_ratio": "harness/parallel reference",
     "start_s": "start->round 1 s",
     "worker_startup_s": "worker start-up s",
     "peak_pss_mb": "peak PSS MB",
@@ -95,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CIFAR-10 as an image-folder archive or directory (default: $SIM_CIFAR10_ARCHIVE)",
     )
     parser.add_argument("--quick", action="store_true", help="synthetic data and tiny client counts (for tests)")
+    parser.add_argument("--no-parallel-reference", dest="parallel_reference", action="store_false",
+                        help="skip the reference's second run with its packs in parallel processes")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: results/bench/<date>-<time>)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run, e.g. seed=1")
     args = parser.parse_args(argv)
@@ -188,6 +196,12 @@ def bench_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
         reference_final_acc=final_central_acc(theirs),
         wall_ratio=harness.wall_s / timings["wall_s"],
     )
+    if args.parallel_reference:
+        run_reference(cfg, folder / "parallel-reference", packs=workers, parallel=True)
+        parallel = pd.read_csv(folder / "parallel-reference" / "history.csv")
+        row.update(parallel_reference_round_s=median_round_s(parallel),
+                   parallel_ratio=harness_round_s / median_round_s(parallel),
+                   parallel_max_rel_diff=max_relative_difference(ours, parallel))
     return row
 
 
@@ -219,8 +233,9 @@ def target_lines(table: pd.DataFrame) -> list[str]:
     for name, target in wl.RATIO_TARGETS.items():
         if name in rows and not math.isnan(rows[name].get("ratio", math.nan)):
             ratio, packed = rows[name]["ratio"], rows[name].get("packed_ratio", math.nan)
+            parallel = rows[name].get("parallel_ratio", math.nan)
             lines.append(f"{name} harness/bound {ratio:.2f}  target <= {target:.2f}  {verdict(ratio <= target)}"
-                         f"  (harness/packed bound {packed:.2f})")
+                         f"  (harness/packed bound {packed:.2f}; harness/parallel reference {parallel:.2f})")
     for name, target in wl.WALL_TARGETS.items():
         if name in rows and not math.isnan(rows[name].get("wall_ratio", math.nan)):
             row = rows[name]

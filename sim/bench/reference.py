@@ -65,6 +65,7 @@ from sim.partition.manifest import load_or_create_partition
 from sim.run.recipe import initial_model
 from sim.federation.sampling import EVALUATE, TRAIN, RoundPlanner, sample_clients
 from sim.federation.training import Normalizer, evaluate
+from sim.bench.pack_pool import PackPool
 
 log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
@@ -159,49 +160,67 @@ class _Clients:
     fails the whole group, as the harness's error reply does. So does the ValueError of a
     group without training examples when `whole_groups` (the harness's order); with one
     client per group such a client is skipped instead, as a harness pack skips it.
+    With a `PackPool`, a round's groups run at once in its processes; otherwise one after
+    the other in this one.
     """
 
-    def __init__(self, cfg: DictConfig, data: ClientData, threads: int, whole_groups: bool):
+    def __init__(self, cfg: DictConfig, data: ClientData, threads: int, whole_groups: bool,
+                 pool: PackPool | None = None):
         self.data = data
         self.settings = replace(ClientSettings.from_config(cfg), client_cpus=float(threads))
         self.whole_groups = whole_groups
         self.train_sizes = np.diff(data.train_offsets)
+        self.pool = pool
+
+    def _one(self, task, arrays: ArrayRecord, group: list[int], server_round: int, outcome: _Outcome):
+        """(task's result or the exception it raised, seconds) for one group, in this process."""
+        started, cpu_started = time.perf_counter(), time.process_time()
+        try:
+            result = task(self.data, arrays, ConfigRecord({"server-round": server_round, "cids": group}), self.settings)
+        except (ClientFailure, ValueError) as error:
+            result = error
+        outcome.cpu_seconds += time.process_time() - cpu_started
+        return result, time.perf_counter() - started
 
     def run(self, task, state: State, groups: list[list[int]], server_round: int) -> _Outcome:
         """Call `task` (train_pack or evaluate_pack) once per group from the global `state`."""
         arrays, outcome = ArrayRecord(state), _Outcome()
-        for group in groups:
+        started = time.perf_counter()
+        if self.pool is not None:
+            results = self.pool.run(task.__name__, state, groups, server_round)
+        else:
+            results = (self._one(task, arrays, group, server_round, outcome) for group in groups)
+        for group, (result, seconds) in zip(groups, results):
             outcome.clients += len(group)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            try:
-                config = ConfigRecord({"server-round": server_round, "cids": group})
-                result = task(self.data, arrays, config, self.settings)
-            except ClientFailure:
+            outcome.seconds += seconds
+            outcome.slowest = max(outcome.slowest, seconds)
+            if isinstance(result, ClientFailure):
                 outcome.failures += len(group)
                 continue
-            except ValueError:
+            if isinstance(result, ValueError):
                 if self.train_sizes[group].sum() > 0:
-                    raise  # not the empty-group error
+                    raise result  # not the empty-group error
                 outcome.failures += len(group) if self.whole_groups else 0
                 continue
-            finally:
-                elapsed = time.perf_counter() - started
-                outcome.seconds += elapsed
-                outcome.slowest = max(outcome.slowest, elapsed)
-                outcome.cpu_seconds += time.process_time() - cpu_started
+            if isinstance(result, BaseException):
+                raise result
             group_state, metrics = result if isinstance(result, tuple) else (None, result)
             outcome.failures += int(metrics["failures"])
             outcome.replies.append((group_state, metrics))
+        if self.pool is not None:
+            outcome.seconds = time.perf_counter() - started  # the groups ran at once: the round waited this long
         return outcome
 
 
 def run_reference(
-    cfg: DictConfig, run_dir: Path, threads: int | None = None, packs: int | None = None
+    cfg: DictConfig, run_dir: Path, threads: int | None = None, packs: int | None = None, parallel: bool = False,
 ) -> dict[str, Any]:
     """Run FedAvg as described in the module docstring; write `run_dir/history.csv`.
 
     `packs=None` is the independent oracle; `packs=k` follows the harness's summation
-    order for k workers. Returns timings, one entry per history row (round 0 first):
+    order for k workers, and `parallel=True` with it runs each round's packs at once in k
+    processes (`sim.bench.pack_pool`: the same history, a round as fast as plain
+    processes on this machine can make it). Returns timings, one entry per history row (round 0 first):
     `train_s` (client training, summed over clients), `train_cpu_s` (this process's CPU
     time during it: with one thread, train_cpu_s / train_s below 1 means other work took
     the CPU), `fed_eval_s` (federated
@@ -226,7 +245,8 @@ def run_reference(
         data.train_labels, cfg.partition, cfg.dataset.name, int(cfg.dataset.num_classes), num_clients, seed,
     )
     client_data = ClientData.from_parts(data.train_images, data.train_labels, partition)
-    clients = _Clients(cfg, client_data, train_threads, whole_groups=bool(packs))
+    pool = PackPool(cfg, packs, train_threads) if parallel and packs else None
+    clients = _Clients(cfg, client_data, train_threads, whole_groups=bool(packs), pool=pool)
     planner = RoundPlanner(
         num_clients=num_clients, clients_per_round=int(cfg.clients_per_round),
         eval_clients_per_round=int(cfg.eval_clients_per_round), seed=seed,
@@ -291,5 +311,7 @@ def run_reference(
                 raise RunAborted(f"every client failed in {failed_streak} consecutive rounds (reference)")
     finally:
         torch.set_num_threads(eval_threads)
+        if pool is not None:
+            pool.close()
     timings.update(wall_s=time.perf_counter() - started, train_threads=train_threads, eval_threads=eval_threads)
     return timings

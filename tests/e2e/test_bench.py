@@ -132,7 +132,7 @@ def test_bench_quick_writes_table(quick_bench):
         "workload", "rounds", "workers", "harness_round_s", "reference_round_s", "reference_train_s",
         "reference_central_s", "bound_s", "ratio", "start_s", "worker_startup_s",
         "peak_pss_mb", "peak_uss_mb", "driver_pss_mb", "driver_own_mb", "max_rel_diff", "cpu_share", "load_1min", "returncode",
-        "partition_s", "packed_bound_s", "packed_ratio",
+        "partition_s", "packed_bound_s", "packed_ratio", "parallel_reference_round_s", "parallel_ratio",
     }
     assert expected <= set(table.columns)
     row = table.iloc[0]
@@ -141,7 +141,8 @@ def test_bench_quick_writes_table(quick_bench):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["peak_uss_mb"] <= row["peak_pss_mb"] and 0 < row["driver_own_mb"] <= row["driver_pss_mb"] < row["peak_pss_mb"]
     assert row["packed_bound_s"] >= row["bound_s"]  # indivisible clients can only lengthen the ideal round
-    assert row["max_rel_diff"] < 1e-4  # the bench's own reference agrees with its harness run
+    assert row["max_rel_diff"] < 1e-4
+    assert row["parallel_max_rel_diff"] == 0  # packs in parallel processes: the same history bit for bit  # the bench's own reference agrees with its harness run
     assert (out / "cross-silo" / "reference" / "history.csv").exists()
     assert "harness/bound" in result.stdout and "targets (not asserted)" in result.stdout
 
