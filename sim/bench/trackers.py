@@ -8,7 +8,8 @@ Runs one workload (default: cross-device, 50 of 1,000 clients a round) through
 `python -m sim` with `logger=none` and with each of `--loggers`, on the same data,
 partition and seed, `--repeats` times, in an order that rotates every repeat (so drift
 of a shared machine's load does not always favour the same logger). Per logger it
-prints the median steady round (rounds >= 2, pooled over repeats), its ratio to
+prints the median steady round (pooled over repeats, from the first round that ran after
+every tracker of every run had started, and at least round 2), its ratio to
 `logger=none`'s, the time the trackers' background thread spent per round
 (`trackers.json`: what logging itself cost, whichever thread paid for it), and the
 largest relative difference of the history against `logger=none`'s (0: logging does not
@@ -32,7 +33,7 @@ import pandas as pd
 
 from sim.bench import workloads as wl
 from sim.bench.__main__ import prepare_data
-from sim.bench.measure import max_relative_difference, run_harness, steady_rounds
+from sim.bench.measure import STEADY_FROM_ROUND, max_relative_difference, run_harness
 
 log = logging.getLogger("sim.bench.trackers")
 TARGET_RATIO = 1.02  # a tracker adds under 2% to the round
@@ -68,6 +69,28 @@ def logger_overrides(name: str, out: Path) -> list[str]:
     return [f"logger={name}", *extra]
 
 
+def first_clean_round(run_dir: Path) -> int:
+    """The first round that ran wholly after every tracker had started (trackers.json's `ready_after_round`).
+
+    A tracker starts on the trackers' thread while the first rounds run (W&B's takes
+    seconds and a process of its own); those rounds carry a one-off start-up, not the cost
+    of logging a round, so they are left out of the comparison, for every logger alike.
+    """
+    path = run_dir / "trackers.json"
+    if not path.exists():
+        return STEADY_FROM_ROUND
+    ready = max((s.get("ready_after_round", -1) for s in json.loads(path.read_text()).values()), default=-1)
+    return max(STEADY_FROM_ROUND, ready + 2)  # round ready+1 began before the start-up ended
+
+
+def tracker_start_s(run_dir: Path) -> float:
+    """Seconds the trackers' thread spent starting them (opening runs, logging the config; nan: none)."""
+    path = run_dir / "trackers.json"
+    if not path.exists():
+        return math.nan
+    return sum(s.get("seconds", {}).get("start", 0.0) for s in json.loads(path.read_text()).values())
+
+
 def tracker_round_ms(run_dir: Path) -> float:
     """Milliseconds the trackers' thread spent per logged round, all trackers together (nan: none)."""
     path = run_dir / "trackers.json"
@@ -94,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
             result = run_harness([*base, *logger_overrides(name, args.out)], run_dir)
             history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").exists() else None
             runs.append({"logger": name, "repeat": repeat, "returncode": result.returncode, "history": history,
-                         "tracker_ms": tracker_round_ms(run_dir), "run_dir": run_dir})
+                         "tracker_ms": tracker_round_ms(run_dir), "first_round": first_clean_round(run_dir),
+                         "tracker_start_s": tracker_start_s(run_dir), "run_dir": run_dir})
     rows = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "trackers.csv", index=False)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print(f"workload {args.workload}, {args.rounds} rounds, {args.repeats} repeat(s); median round over rounds >= 2 "
-          f"of all repeats; tracker_ms_per_round = the trackers' background thread per round")
+    print(f"workload {args.workload}, {args.rounds} rounds, {args.repeats} repeat(s); median round over rounds >= "
+          f"{rows[0]['from_round']} of all repeats (every tracker had started by then); tracker_ms_per_round = the "
+          f"trackers' background thread per round; tracker_start_s = their start-up, once per run")
     for row in rows[1:]:
         ok = row["ratio"] <= TARGET_RATIO
         print(f"  logger={row['logger']}: round x{row['ratio']:.3f} of logger=none  target <= {TARGET_RATIO:.2f}  "
@@ -114,13 +139,18 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per logger: pooled median round, ratio to logger=none, tracker ms, history difference."""
     rows = []
     reference = next((r["history"] for r in runs if r["logger"] == "none" and r["history"] is not None), None)
+    first = max((r.get("first_round", STEADY_FROM_ROUND) for r in runs), default=STEADY_FROM_ROUND)  # one window
     for name in dict.fromkeys(r["logger"] for r in runs):
         mine = [r for r in runs if r["logger"] == name and r["history"] is not None]
-        pooled = pd.concat([steady_rounds(r["history"])["round_s"] for r in mine]) if mine else pd.Series(dtype=float)
+        pooled = (pd.concat([r["history"].loc[r["history"]["round"] >= first, "round_s"] for r in mine])
+                  if mine else pd.Series(dtype=float))
         rows.append({
             "logger": name,
             "runs": len(mine),
+            "from_round": first,
             "median_round_s": float(pooled.median()) if len(pooled) else math.nan,
+            "tracker_start_s": float(pd.Series([r.get("tracker_start_s", math.nan) for r in mine]).median())
+            if mine else math.nan,
             "tracker_ms_per_round": float(pd.Series([r["tracker_ms"] for r in mine]).median()) if mine else math.nan,
             "max_rel_diff": max((max_relative_difference(r["history"], reference) for r in mine), default=math.nan)
             if reference is not None else math.nan,

@@ -44,6 +44,7 @@ class Trackers:
         self._queue: queue.Queue = queue.Queue()
         self._busy: str | None = None  # the tracker being called now (named when close times out)
         self._state_warned = False
+        self._last_ended = -1  # newest round handed to log_round (the training loop's progress)
         self._thread: threading.Thread | None = None
         if self._trackers:
             self._thread = threading.Thread(target=self._work, name="sim-trackers", daemon=True)
@@ -59,7 +60,8 @@ class Trackers:
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
-        """Each tracker's saved state (run id, last round logged, seconds spent per kind of event)."""
+        """Each tracker's saved state (run id, last round logged, seconds spent per kind of event,
+        `ready_after_round`: the newest round that had ended when its start-up finished)."""
         return self._state
 
     def start(self, info: RunInfo) -> None:
@@ -69,6 +71,7 @@ class Trackers:
     def log_round(self, row: Mapping[str, Any]) -> None:
         """One history.csv row (a dict with `round`); empty and NaN cells are left out."""
         metrics = {k: float(v) for k, v in row.items() if k != "round" and _is_number(v)}
+        self._last_ended = max(self._last_ended, int(row["round"]))
         self._put("round", (int(row["round"]), metrics))
 
     def replay(self, history_csv: Path) -> None:
@@ -121,6 +124,7 @@ class Trackers:
                 if not state.get("params_logged"):
                     tracker.log_params(flatten(payload.config), payload.overrides)
                     state["params_logged"] = True
+                state["ready_after_round"] = self._last_ended  # rounds up to here ran beside its start-up
             elif kind == "round":
                 step, metrics = payload
                 if step <= state.get("last_round", -1):

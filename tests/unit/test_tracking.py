@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -199,3 +200,31 @@ def test_real_trackers_read_back_and_resume_without_duplicates(tmp_path, monkeyp
     assert len(segments) == 2  # W&B offline: one folder per process, one run id
     config = [r.config for r in wandb_records(run_dir, state["wandb"]["run_id"]) if r.HasField("config")]
     assert any(u.key == "num_clients" and u.value_json == "100" for c in config for u in c.update)
+
+
+class SlowStart(Recording):
+    """A tracker whose start-up lasts until `release` is set (W&B's takes seconds)."""
+
+    def __init__(self, release: threading.Event):
+        super().__init__()
+        self.release = release
+
+    def start(self, info, state):
+        self.release.wait(10)
+
+
+def test_the_state_says_which_rounds_ran_beside_a_trackers_start_up(tmp_path):
+    """sim.bench.trackers times only the rounds after it: a start-up is not a cost per round."""
+    release = threading.Event()
+    trackers = Trackers({"slow": SlowStart(release)}, tmp_path / STATE_FILE)
+    trackers.start(RunInfo(tmp_path, "run"))
+    for row in ROWS[:3]:  # rounds 0-2 end while the tracker is still starting
+        trackers.log_round(row)
+    release.set()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / STATE_FILE).exists() and time.monotonic() < deadline:  # written once start is done
+        time.sleep(0.01)
+    for row in ROWS[3:]:
+        trackers.log_round(row)
+    trackers.close("FINISHED")
+    assert json.loads((tmp_path / STATE_FILE).read_text())["slow"]["ready_after_round"] == 2
