@@ -1,7 +1,11 @@
 """Measuring a harness run from outside: wall time, start-up and peak memory.
 
 `run_harness` launches `python -m sim <overrides> hydra.run.dir=<dir>` (the very code path
-of a user's run) and, every `interval` seconds until it exits, samples
+of a user's run) and, until it exits, checks history.csv every `interval` seconds and
+samples the memory no more often than that and at most 1/`SAMPLE_DUTY` of the time
+(reading the PSS of a process of a gigabyte or more takes tens of milliseconds, and a
+sampler busy half the time slowed the very workers it measured: ResNet-18 rounds 12%
+slower). It records
 
 * memory: the sum over the run's processes of PSS (proportional set size: a shared page
   counts 1/k in each of the k processes mapping it, so the sum is what the run really
@@ -43,6 +47,8 @@ from sim.run.history import COLUMNS, STEADY_FROM_ROUND, TIME_COLUMNS, median_rou
 log = logging.getLogger(__name__)
 
 TAG_VARIABLE = "SIM_BENCH_TAG"
+SAMPLE_DUTY = 20  # the next memory sample waits 20x this one's duration (~40 ms per 1.4 GB process)
+
 METRIC_COLUMNS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 
 
@@ -70,21 +76,29 @@ def carries_tag(pid: int, tag: str) -> bool:
         return False
 
 
-def shared_memory_pss(pid: int) -> int:
-    """Bytes of shared memory (tmpfs, memfd: Ray's object store) in process `pid`'s PSS; 0 if unknown.
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """Process `pid`'s `/proc/<pid>/smaps_rollup` as {field: bytes}; {} if unreadable.
 
-    Read from `/proc/<pid>/smaps_rollup`'s `Pss_Shmem` (Linux 5.x+), which psutil does not
-    expose. The driver writes the data set into Ray's object store, so its PSS carries
-    those pages; subtracting them leaves what the driver itself holds.
+    psutil reads the same file for PSS and USS but does not expose `Pss_Shmem` (shared
+    memory: tmpfs, memfd, Ray's object store). The driver writes the data set into Ray's
+    object store, so its PSS carries those pages; the bench subtracts them to see what
+    the driver itself holds.
     """
+    fields: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as rollup:
             for line in rollup:
-                if line.startswith("Pss_Shmem:"):
-                    return int(line.split()[1]) * 1024
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1]) * 1024
     except (OSError, ValueError):
-        pass
-    return 0
+        return {}
+    return fields
+
+
+def shared_memory_pss(pid: int) -> int:
+    """Bytes of shared memory in process `pid`'s PSS (`Pss_Shmem`); 0 if unknown."""
+    return smaps_rollup(pid).get("Pss_Shmem", 0)
 
 
 class ProcessTreeMemory:
@@ -121,16 +135,19 @@ class ProcessTreeMemory:
         """Add one sample: sum PSS and USS over the run's processes, keep the maxima."""
         pss = uss = count = 0
         for proc in self.processes():
-            try:
-                info = proc.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            pss += info.pss
-            uss += info.uss
+            if proc.pid == self.root.pid and (rollup := smaps_rollup(proc.pid)):  # one read gives PSS and shmem
+                proc_pss, proc_uss = rollup.get("Pss", 0), rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
+                self.peak_driver_pss = max(self.peak_driver_pss, proc_pss)
+                self.peak_driver_own = max(self.peak_driver_own, proc_pss - rollup.get("Pss_Shmem", 0))
+            else:
+                try:
+                    info = proc.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                proc_pss, proc_uss = info.pss, info.uss
+            pss += proc_pss
+            uss += proc_uss
             count += 1
-            if proc.pid == self.root.pid:
-                self.peak_driver_pss = max(self.peak_driver_pss, info.pss)
-                self.peak_driver_own = max(self.peak_driver_own, info.pss - shared_memory_pss(proc.pid))
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_uss = max(self.peak_uss, uss)
         self.max_processes = max(self.max_processes, count)
@@ -167,9 +184,13 @@ def run_harness(
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         memory = ProcessTreeMemory(proc.pid, tag)
         start_s = math.nan
+        next_sample = 0.0
         try:
             while proc.poll() is None:
-                memory.sample()
+                if time.perf_counter() >= next_sample:
+                    sampled = time.perf_counter()
+                    memory.sample()
+                    next_sample = sampled + SAMPLE_DUTY * (time.perf_counter() - sampled)  # <= 1/SAMPLE_DUTY of a core
                 if math.isnan(start_s) and _history_rows(history) >= 1:
                     start_s = history.stat().st_mtime - launched_wall  # the row's write time, not the poll's
                 if time.perf_counter() - launched > timeout:
