@@ -1,6 +1,7 @@
 """Strategies end to end (one sweep), client faults, and a run that stops when every client fails.
 
-The sweep runs one strategy per runtime path through Flower and Ray (RUNTIME_PATHS): each
+The sweep runs one strategy per runtime path through Flower and Ray (RUNTIME_PATHS), and
+every algorithm of `sim/algorithms/` (issue 12: a sweep of every algorithm in one multirun): each
 job's cost is mostly Ray starting its client actors, so running all 23 options would cost
 minutes while adding no path. Every option's update rule is checked in-process by
 tests/unit/test_strategy_behaviour.py, test_algorithms.py and test_privacy.py, and every
@@ -25,6 +26,8 @@ RUNTIME_PATHS = {  # strategy option: the path through the ClientApp, the messag
     "qfedavg": "aggregation from the clients' losses",
     "dp_fixed_accounted": "server-side DP with the privacy accountant",
     "dp_client_adaptive": "client-side DP: Flower mods in the ClientApp",
+    "scaffold": "client state (control variates) out with the messages and back with the replies",
+    "feddyn": "client state and a server-side correction of the average",
     "fednova": "client state and local-step counts in the replies",
     "ditto": "personal models: a client rule and personalised evaluation",
     "fedper": "personal heads kept on the client",
@@ -34,6 +37,13 @@ STRATEGIES = ALL_STRATEGIES if os.environ.get("SIM_TEST_ALL_STRATEGIES") == "1" 
 
 def test_the_runtime_paths_are_strategy_options():
     assert set(RUNTIME_PATHS) <= set(ALL_STRATEGIES)
+
+
+def test_every_algorithm_of_sim_algorithms_is_in_the_sweep():
+    algorithms = {p.stem for p in (CONF_DIR / "strategy").glob("*.yaml")
+                  if "_target_: sim.algorithms." in p.read_text()}
+    assert algorithms == {"scaffold", "feddyn", "fednova", "ditto", "fedper"}
+    assert algorithms <= set(RUNTIME_PATHS)
 
 
 @pytest.mark.slow
