@@ -1,9 +1,10 @@
 """The reference's packs in parallel: one plain process per harness worker, no Flower, no Ray.
 
 `sim.bench.reference` times every pack alone, one after the other, and its ideal bound
-divides that time by the workers. Two trainings at once on one machine are slower than
-one alone (shared caches and memory bandwidth), so that bound cannot be reached by any
-implementation. `PackPool` measures what can: each round's packs go to `workers`
+divides that time by the workers. Two trainings at once on one machine may each run
+slower than one alone (shared caches and memory bandwidth: ResNet-18 here), and then no
+implementation reaches that bound. `PackPool` measures what plain processes reach: each
+round's packs go to `workers`
 spawned processes at once, each with the data (the same cache files), the run's client
 settings and `threads` torch threads, and run `train_pack` / `evaluate_pack` exactly as a
 harness worker does. The parent collects the replies in pack order, so the history is
