@@ -29,13 +29,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import zipfile
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
-
-import zipfile
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from flwr.app import Array
