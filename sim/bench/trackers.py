@@ -69,6 +69,12 @@ def logger_overrides(name: str, out: Path) -> list[str]:
     return [f"logger={name}", *extra]
 
 
+def tracker_state(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The run's trackers.json ({tracker: its state}); {} when the run had no tracker."""
+    path = run_dir / "trackers.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def first_clean_round(run_dir: Path) -> int:
     """The first round that ran wholly after every tracker had started (trackers.json's `ready_after_round`).
 
@@ -76,27 +82,19 @@ def first_clean_round(run_dir: Path) -> int:
     seconds and a process of its own); those rounds carry a one-off start-up, not the cost
     of logging a round, so they are left out of the comparison, for every logger alike.
     """
-    path = run_dir / "trackers.json"
-    if not path.exists():
-        return STEADY_FROM_ROUND
-    ready = max((s.get("ready_after_round", -1) for s in json.loads(path.read_text()).values()), default=-1)
+    ready = max((s.get("ready_after_round", -1) for s in tracker_state(run_dir).values()), default=-1)
     return max(STEADY_FROM_ROUND, ready + 2)  # round ready+1 began before the start-up ended
 
 
 def tracker_start_s(run_dir: Path) -> float:
     """Seconds the trackers' thread spent starting them (opening runs, logging the config; nan: none)."""
-    path = run_dir / "trackers.json"
-    if not path.exists():
-        return math.nan
-    return sum(s.get("seconds", {}).get("start", 0.0) for s in json.loads(path.read_text()).values())
+    state = tracker_state(run_dir)
+    return sum(s.get("seconds", {}).get("start", 0.0) for s in state.values()) if state else math.nan
 
 
 def tracker_round_ms(run_dir: Path) -> float:
     """Milliseconds the trackers' thread spent per logged round, all trackers together (nan: none)."""
-    path = run_dir / "trackers.json"
-    if not path.exists():
-        return math.nan
-    state = json.loads(path.read_text())
+    state = tracker_state(run_dir)
     rounds = max((s.get("last_round", -1) + 1 for s in state.values()), default=0)
     spent = sum(s.get("seconds", {}).get("round", 0.0) for s in state.values())
     return 1000 * spent / rounds if rounds else math.nan
