@@ -27,6 +27,7 @@ from hydra.utils import get_class
 from torch import nn
 
 from sim.federation.client_app import ClientFailure
+from sim.federation.training import SGD
 
 Tensors = dict[str, torch.Tensor]
 STATE_PREFIX, EXTRA_PREFIX, SERVER_PREFIX = "state.", "extra.", "server."
@@ -63,9 +64,13 @@ class ClientRule:
         self.momentum = float(config.get("momentum", 0.0))
         self.weight_decay = float(config.get("weight-decay", 0.0))
 
-    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """The local optimiser (SGD with the configured momentum and weight decay)."""
-        return torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+    def optimizer(self, model: nn.Module) -> torch.optim.Optimizer | SGD:
+        """The local optimiser: SGD with the configured momentum and weight decay.
+
+        Any object with `zero_grad()` and `step()` will do (a `torch.optim.Optimizer` too);
+        the default is torch's SGD update without the Optimizer class (see `sim.federation.training.SGD`).
+        """
+        return SGD(model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def train(self, model: nn.Module, task: LocalTask, state: Tensors | None, server: dict[str, Tensors]) -> ClientResult:
         """Train `model` (holding the global weights) on `task`; the default is plain SGD."""
@@ -78,7 +83,7 @@ class ClientRule:
 
 
 def local_sgd(
-    model: nn.Module, task: LocalTask, optimizer: torch.optim.Optimizer,
+    model: nn.Module, task: LocalTask, optimizer: torch.optim.Optimizer | SGD,
     adjust: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
     """Run the task's batches with `optimizer`; `adjust()` may edit the gradients before each step.
