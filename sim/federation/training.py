@@ -8,6 +8,7 @@ server's central evaluation and the plain-PyTorch reference loop.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -50,37 +51,40 @@ class Normalizer:
 
 
 class SGD:
-    """`torch.optim.SGD`'s update without the `Optimizer` class: `zero_grad()` and `step()`.
+    """`torch.optim.SGD`'s update without the `Optimizer` class.
 
     `step` calls `torch.optim.sgd.sgd`, the function `torch.optim.SGD.step` itself calls,
-    with the same arguments and the same momentum buffers, so the weights are the same bit
-    for bit. The class is avoided because every `torch.optim.Optimizer` imports
-    `torch._dynamo` on first use: 1.8 s of CPU measured here, paid by every Ray actor of a
-    run and, on a SuperNode, by the process Flower starts for every message.
+    with the same arguments, so the weights are the same bit for bit. The interface a
+    client rule uses is torch's: `zero_grad()`, `step()`, `state[p]["momentum_buffer"]` and
+    one entry in `param_groups` (its `lr`, `momentum` and `weight_decay` may be changed).
+    The class is avoided because every `torch.optim.Optimizer` imports `torch._dynamo` on
+    first use: 1.8 s of CPU measured here, paid by every Ray actor of a run and, on a
+    SuperNode, by the process Flower starts for every message.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        self.params = list(params)
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.buffers: dict[int, torch.Tensor] = {}  # parameter index -> momentum buffer (momentum > 0)
+        self.param_groups = [{"params": list(params), "lr": float(lr), "momentum": float(momentum),
+                              "weight_decay": float(weight_decay)}]
+        self.state: defaultdict[torch.Tensor, dict] = defaultdict(dict)  # parameter -> {"momentum_buffer": ...}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget the gradients (always by setting them to None, the default of torch.optim)."""
-        for p in self.params:
+        """Forget the gradients (by setting them to None, torch.optim's default)."""
+        for p in self.param_groups[0]["params"]:
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
-        """One SGD step over the parameters that have a gradient (as torch.optim.SGD skips the others)."""
-        held = [i for i, p in enumerate(self.params) if p.grad is not None]
-        params = [self.params[i] for i in held]
+        """One SGD step over the parameters that have a gradient (torch.optim.SGD skips the others)."""
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
-        buffers = [self.buffers.get(i) for i in held] if self.momentum != 0 else []
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum != 0 else []
         sgd(params, grads, buffers, has_sparse_grad=any(g.is_sparse for g in grads),
-            weight_decay=self.weight_decay, momentum=self.momentum, lr=self.lr,
+            weight_decay=group["weight_decay"], momentum=momentum, lr=group["lr"],
             dampening=0.0, nesterov=False, maximize=False)
-        if self.momentum != 0:
-            self.buffers.update(zip(held, buffers))
+        for p, buffer in zip(params, buffers):
+            self.state[p]["momentum_buffer"] = buffer
 
 
 def gather(images: np.ndarray, labels: np.ndarray, selection, device: torch.device):

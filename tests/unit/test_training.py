@@ -53,3 +53,23 @@ def test_local_training_does_not_import_torch_dynamo():
     done = subprocess.run([sys.executable, "-c", TRAIN_ONCE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_sgd_exposes_torch_optims_state_and_param_groups():
+    # client rules written against torch.optim read momentum buffers and change the learning rate
+    ours = nn.Linear(3, 2)
+    theirs = nn.Linear(3, 2)
+    theirs.load_state_dict(ours.state_dict())
+    optimizers = [SGD(ours.parameters(), lr=0.1, momentum=0.9),
+                  torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)]
+    x = torch.randn(4, 3)
+    for step in range(3):
+        for model, optimizer in zip((ours, theirs), optimizers):
+            optimizer.param_groups[0]["lr"] = 0.1 / (step + 1)
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        torch.testing.assert_close(optimizers[0].state[p]["momentum_buffer"], optimizers[1].state[q]["momentum_buffer"],
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
