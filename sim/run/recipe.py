@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.clientapp import ClientApp
@@ -140,6 +139,8 @@ def build_apps(cfg: DictConfig, strategy, arrays: ArrayRecord, recorder: RoundRe
 def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trackers: Trackers | None = None,
                  clients_at_once: int | None = None) -> float | None:
     """Step 7: summary.json and curves.png beside history.csv (and to `trackers`); returns the final central accuracy."""
+    import pandas as pd  # only now, after Ray has stopped: 67 MB of the driver's memory the rounds do without
+
     history = pd.read_csv(run_dir / "history.csv")
     manifest = str(partition.path) if partition.path else None
     summary = summarize(history, time.perf_counter() - started, manifest, clients_at_once)

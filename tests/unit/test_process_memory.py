@@ -1,8 +1,10 @@
-"""`sim.run.process_memory`: what a sweep's driver does between jobs."""
+"""The driver's memory: what a sweep's driver does between jobs (`sim.run.process_memory`), what it imports."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 from sim.run.process_memory import release_freed_memory
@@ -25,3 +27,11 @@ def test_release_frees_reference_cycles():
     finally:
         gc.enable()
 
+
+
+def test_the_driver_imports_pandas_only_to_save_results():
+    # pandas costs the driver 67 MB for the whole run when imported at start; the rounds do not need it
+    code = "import sys, sim.__main__, sim.run.recipe; print('pandas' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
