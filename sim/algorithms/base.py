@@ -134,7 +134,7 @@ class Algorithm(VirtualClients, flwr_strategy.FedAvg):
         store = self._store()
         extra_sums: dict[str, Arrays] = {}
         trained = 0
-        for msg in sorted(replies, key=lambda m: m.metadata.src_node_id):
+        for msg in sorted(replies, key=self.reply_order):
             if msg.has_error():
                 continue  # the pack's clients keep their previous state
             content = msg.content

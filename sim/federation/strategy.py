@@ -77,10 +77,22 @@ class VirtualClients:
         self.observer = observer
         self.packable = packable
         self._pack_of_node: dict[int, list[int]] = {}
+        self._rank_of_node: dict[int, int] = {}  # node -> its pack's place in the planner's order
+
+    def reply_order(self, msg: Message) -> tuple[int, int]:
+        """Sort key of a reply: its pack's place in the round's plan, then its node.
+
+        Aggregates are float sums, so their order is part of the result. Simulated supernodes
+        are numbered in pack order; a deployment's SuperNodes get random ids from the SuperLink,
+        so their ids alone would give another order, and other numbers, on every run.
+        """
+        node = msg.metadata.src_node_id
+        return self._rank_of_node.get(node, len(self._rank_of_node)), node
 
     def _address(self, template: list[Message], packs: list[list[int]], grid: Grid) -> list[Message]:
         """One copy of the strategy's message content per pack, to supernodes in id order."""
         self._pack_of_node = {}
+        self._rank_of_node = {}
         if not template or not packs:
             return []
         nodes = sorted(grid.get_node_ids())
@@ -98,7 +110,8 @@ class VirtualClients:
             raise RuntimeError(f"{len(packs)} packs of clients but only {len(nodes)} supernodes")
         content, kind = template[0].content, template[0].metadata.message_type
         messages = []
-        for node, pack in zip(nodes, packs):
+        for rank, (node, pack) in enumerate(zip(nodes, packs)):
+            self._rank_of_node[node] = rank
             if node < 0:
                 self._pack_of_node[node] = pack
                 continue
@@ -111,8 +124,8 @@ class VirtualClients:
         return messages
 
     def _sorted_replies(self, replies: Iterable[Message]) -> tuple[list[Message], int, int]:
-        """Replies in supernode (= pack) order, plus client and failure counts."""
-        ordered = sorted(replies, key=lambda m: m.metadata.src_node_id)
+        """Replies in pack order (`reply_order`), plus client and failure counts."""
+        ordered = sorted(replies, key=self.reply_order)
         clients = failures = 0
         for msg in ordered:
             pack = self._pack_of_node.get(msg.metadata.src_node_id, [])
@@ -155,7 +168,7 @@ class VirtualClients:
         server_round += self.planner.round_offset
         packs = self.planner.evaluate_packs(server_round)
         if not packs:
-            self._pack_of_node = {}
+            self._pack_of_node, self._rank_of_node = {}, {}
             return []
         template = list(super().configure_evaluate(server_round, arrays, config, grid))
         return self._address(template, packs, grid)

@@ -114,3 +114,41 @@ def test_a_deployment_sends_each_client_to_its_node_and_loses_a_gone_one_at_once
         (11, [0]), (12, [1])]
     _, clients, failures = strategy._sorted_replies([])  # no replies yet: all three count, client 2 is lost
     assert (clients, failures) == (3, 3)
+
+
+def test_a_deployment_aggregates_in_client_order_whatever_the_supernode_ids(monkeypatch):
+    # a SuperLink numbers SuperNodes at random: the sum of the replies must not follow those numbers
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attribute in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, attribute, 1)
+
+    from sim.federation.sampling import RoundPlanner
+    from sim.federation.strategy import FedAvg
+
+    # float32 values whose sum depends on the order it is taken in
+    values = {0: np.float32(1e8), 1: np.float32(-1e8), 2: np.float32(1.0)}
+
+    def aggregate(node_of_client: dict[int, int], arrival: list[int]) -> np.ndarray:
+        sizes = np.full(3, 10)
+        planner = RoundPlanner(num_clients=3, clients_per_round=3, eval_clients_per_round=0, seed=0,
+                               train_sizes=sizes, val_sizes=sizes, max_packs=3, packable=True)
+        strategy = FedAvg(planner=planner, observer=_Observer())
+        strategy.node_of_client = node_of_client
+        sent = list(strategy.configure_train(1, ArrayRecord([np.zeros(1, dtype=np.float32)]), ConfigRecord(),
+                                             _Grid(sorted(node_of_client.values()))))
+        replies = {}
+        for msg in sent:
+            (cid,) = msg.content["config"]["cids"]
+            content = RecordDict({"arrays": ArrayRecord([np.array([values[cid]], dtype=np.float32)]),
+                                  "metrics": MetricRecord({"num-examples": 10, "clients": 1, "failures": 0})})
+            reply = Message(content, reply_to=msg)  # from the node it was sent to
+            replies[cid] = reply
+        arrays, _ = strategy.aggregate_train(1, [replies[c] for c in arrival])
+        return arrays.to_numpy_ndarrays()[0]
+
+    expected = aggregate({0: 1, 1: 2, 2: 3}, [0, 1, 2])  # ids in client order, as in a simulation
+    for node_of_client in ({0: 900, 1: 100, 2: 500}, {0: 7, 1: 300, 2: 5}):
+        for arrival in ([2, 0, 1], [1, 2, 0]):
+            np.testing.assert_array_equal(aggregate(node_of_client, arrival), expected)
