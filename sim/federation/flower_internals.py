@@ -35,6 +35,12 @@ The shims:
 5. **Ray's CPU count** (`ray_cpu_count`): the CPUs `ray.init(num_cpus=None)` registers
    (Ray's own count, cgroup limits included), so validation refuses a `client_cpus` no
    private Ray could host before Ray starts.
+6. **Reply polling on a SuperLink** (`shorten_superlink_reply_poll`). A deployment's
+   ServerApp talks to its SuperLink through `HttpGrid`, whose `send_and_receive` pulls
+   replies and then sleeps 3 s until all are in: every round of a deployment ended on a
+   3-second tick. The shim pulls every `SUPERLINK_PULL_INTERVAL_S` instead (one small
+   request to the SuperLink each time); what is pushed and pulled is unchanged. Called by
+   the deployment's ServerApp (`sim/deploy/app.py`).
 """
 
 from __future__ import annotations
@@ -80,6 +86,9 @@ PINNED_SOURCES = {
     # shim 2: called as is
     "flwr.simulation.ray_transport.ray_actor:pool_size_from_resources":
         "dec698571d396dc89c376d2d7e921ddb4de247f23b8cb2945881ff60403b3aa5",
+    # shim 6: replaced outright (same pushes and pulls; a short pause instead of 3 s)
+    "flwr.superlink.grid.http_grid:HttpGrid.send_and_receive":
+        "699c9f048f3cff746bf5f743771c17dcbb60cd45b6b778adb5600ffc81ee37b2",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -120,6 +129,8 @@ def original(name: str) -> Any:
     """The library's own object `module:qualname` (the original even while a shim replaces it)."""
     if name in _originals:
         return _originals[name]
+    if name in _superlink_poll:
+        return _superlink_poll[name]
     module, qualname = name.split(":")
     obj: Any = import_module(module)
     for part in qualname.split("."):
@@ -357,6 +368,52 @@ def set_reply_poll_interval(grid: Any, seconds: float) -> None:
     """
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = seconds
+
+
+# --- shim 6: reply polling on a SuperLink ---------------------------------------------------
+
+_HTTP_GRID = "flwr.superlink.grid.http_grid:HttpGrid"
+SUPERLINK_POLL_SHIM = [f"{_HTTP_GRID}.send_and_receive"]
+SUPERLINK_PULL_INTERVAL_S = 0.1  # Flower: 3 s
+_superlink_poll: dict[str, Any] = {}  # the original, while the shim is installed
+
+
+def http_send_and_receive(self, messages, *, timeout: float | None = None):
+    """Flower's `HttpGrid.send_and_receive`, pausing `SUPERLINK_PULL_INTERVAL_S` between pulls, not 3 s."""
+    msg_ids = set(self.push_messages(messages))
+    del messages
+    end_time = time.time() + (timeout if timeout is not None else 0.0)
+    ret = []
+    while timeout is None or time.time() < end_time:
+        res_msgs = self.pull_messages(msg_ids)
+        ret.extend(res_msgs)
+        msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in res_msgs})
+        if len(msg_ids) == 0:
+            break
+        pause = SUPERLINK_PULL_INTERVAL_S if timeout is None else min(SUPERLINK_PULL_INTERVAL_S, end_time - time.time())
+        time.sleep(max(0.0, pause))
+    return ret
+
+
+def shorten_superlink_reply_poll() -> bool:
+    """Make a deployment's ServerApp see replies within `SUPERLINK_PULL_INTERVAL_S`, not on a 3 s tick.
+
+    Idempotent; returns False (with one warning) and leaves Flower as it is when the
+    installed Flower is not the version, or not the code, the shim was written for.
+    """
+    if _superlink_poll:
+        return True
+    if not _usable("flwr", SUPERLINK_POLL_SHIM, "SuperLink reply-poll shim"):
+        return False
+    with _lock:
+        if not _superlink_poll:
+            module_name, qualname = _HTTP_GRID.split(":")
+            grid_class = getattr(import_module(module_name), qualname)
+            _superlink_poll[SUPERLINK_POLL_SHIM[0]] = inspect.getattr_static(grid_class, "send_and_receive")
+            grid_class.send_and_receive = http_send_and_receive
+    log.info("SuperLink replies pulled every %.1f s, not every 3 s (sim/federation/flower_internals.py)",
+             SUPERLINK_PULL_INTERVAL_S)
+    return True
 
 
 # --- shim 4: partition map ----------------------------------------------------------------

@@ -193,3 +193,33 @@ def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch,
         np.testing.assert_array_equal(a, b)
 
 
+
+
+def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(monkeypatch):
+    # Flower's HttpGrid sleeps 3 s between pulls: every round of a deployment ended on a 3 s tick
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    from sim.federation import flower_internals as internals
+
+    assert internals.shorten_superlink_reply_poll()
+    assert HttpGrid.send_and_receive is internals.http_send_and_receive
+    pauses = []
+    monkeypatch.setattr(internals.time, "sleep", pauses.append)
+
+    class Reply:
+        def __init__(self, to):
+            self.metadata = type("Metadata", (), {"reply_to_message_id": to})()
+
+    class Grid:  # the two calls send_and_receive makes of an HttpGrid
+        pulls = 0
+
+        def push_messages(self, messages):
+            return ["a", "b"]
+
+        def pull_messages(self, ids):
+            self.pulls += 1
+            return [Reply("a")] if self.pulls == 2 else [Reply("b")] if self.pulls == 4 else []
+
+    replies = HttpGrid.send_and_receive(Grid(), ["m1", "m2"])
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
+    assert pauses == [internals.SUPERLINK_PULL_INTERVAL_S] * 3 and internals.SUPERLINK_PULL_INTERVAL_S <= 0.1
