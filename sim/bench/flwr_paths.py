@@ -9,7 +9,8 @@ clients, all of them every round), one after another:
     sim       `python -m sim`                                   (the harness's own driver)
     flwr-run  `flwr run .` on Flower's Simulation Runtime       (fresh local SuperLink, own FLWR_HOME and ports;
                                                                  `num-supernodes` = the harness's workers, so
-                                                                 the same packs)
+                                                                 the same packs; the clients' CPUs and GPUs
+                                                                 as `resources.client_cpus`/`client_gpus`)
     deploy    `python -m sim.deploy --supernodes N`             (a SuperLink and one SuperNode per client)
 
 Per path: median round time over rounds >= 2 (`sim.bench.measure.median_round_s`), its
@@ -60,6 +61,19 @@ def _run(command: list[str], cwd: Path, env: dict | None, history_glob: str, log
     return proc.returncode, wall, start_s, (found[-1].parent if found else None)
 
 
+def simulation_resources(overrides: list[str]) -> str:
+    """`flwr run`'s federation-config keys for the clients' resources `python -m sim` gives them.
+
+    Flower's own default is 2 CPUs per client: on a 2-CPU machine one client at a time,
+    where `python -m sim` (`resources.client_cpus=1`) runs two.
+    """
+    from sim.config.compose import compose_config
+
+    resources = compose_config(overrides).resources
+    return (f"client-resources-num-cpus={int(math.ceil(float(resources.client_cpus)))} "
+            f"client-resources-num-gpus={float(resources.client_gpus)}")
+
+
 def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeout: float) -> pd.DataFrame:
     """The three paths on `overrides`; one row each."""
     rows, histories = [], {}
@@ -75,7 +89,7 @@ def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeou
             env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()), FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
             command = ["flwr", "run", str(PROJECT), "--stream", "--run-config",
                        f"overrides={json.dumps(' '.join(overrides))}",
-                       "--federation-config", f"num-supernodes={workers}"]
+                       "--federation-config", f"num-supernodes={workers} {simulation_resources(overrides)}"]
         else:
             command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *overrides]
         log.info("%s: %s", name, " ".join(command))
