@@ -95,3 +95,12 @@ def test_the_ratio_target_line_shows_the_packed_bound_and_the_parallel_reference
                                          "parallel_ratio": 1.02}]))
     assert ("resnet-cross-device harness/bound 1.31  target <= 1.15  MISSED  "
             "(harness/packed bound 1.04; harness/parallel reference 1.02)") in lines
+
+
+def test_flwr_run_in_the_bench_gets_the_client_resources_python_m_sim_uses():
+    # Flower's default is 2 CPUs a client: on 2 CPUs one client at a time, against python -m sim's two
+    from sim.bench.flwr_paths import simulation_resources
+
+    assert simulation_resources(["dataset=synthetic"]) == "client-resources-num-cpus=1 client-resources-num-gpus=0.0"
+    assert simulation_resources(["resources.client_cpus=2", "resources.client_gpus=0.5", "resources.ray_gpus=1"]) == (
+        "client-resources-num-cpus=2 client-resources-num-gpus=0.5")
