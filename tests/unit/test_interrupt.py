@@ -9,6 +9,7 @@ writer's lock in another thread while the signal arrives, and writes a marker wh
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -113,8 +114,16 @@ def test_a_terminal_gets_its_cursor_back(tmp_path):
         while b"ready" not in seen:
             seen += os.read(parent, 1024)
         proc.send_signal(signal.SIGINT)
+        # keep reading while it stops: a terminal nobody reads fills up and blocks the writer
+        deadline = time.monotonic() + 60  # above WRITE_WAIT_S (30 s), the longest the stop waits for a row
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([parent], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(parent, 1024)
+                except OSError:
+                    break
         try:
-            proc.wait(timeout=60)  # above WRITE_WAIT_S (30 s), the longest the stop waits for a row
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             marker = tmp_path / "marker"
             pytest.fail(f"no exit 60 s after SIGINT; row written: {marker.exists()}; terminal so far: {seen!r}")
