@@ -12,6 +12,13 @@ before anything is printed. So the handler, in order:
    workers) with SIGKILL; an attached cluster sees its driver go and cleans up itself;
 4. ends the process with `os._exit(130 or 143)`.
 
+Python runs a signal handler in the main thread only, and only when that thread next runs
+Python code. A signal the kernel hands to another thread (Ray, gRPC and Flower start many),
+or one that lands just before the main thread blocks (Flower's engine waits in
+`Thread.join()` for the whole run), would then wait until the run ends. So the block also
+sets Python's wakeup fd, which the C-level handler writes to on any thread, and a watcher
+thread runs the same stop if the main thread has not begun it within `MAIN_THREAD_GRACE_S`.
+
 Before the rounds (loading data, drawing the partition), Ctrl-C raises KeyboardInterrupt as
 usual; `interrupts_remembered` also keeps a flag, because Python drops a KeyboardInterrupt
 raised while a finalizer runs ("Exception ignored in ..."), and decoding a data set frees
@@ -28,6 +35,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager, suppress
 from typing import Callable, Iterator
 
@@ -36,6 +44,8 @@ import psutil
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # exit codes 130 and 143: 128 + the signal number
 WRITE_WAIT_S = 30.0  # longest wait for a history row being written before exiting anyway
 SHOW_CURSOR = b"\x1b[?25h"  # ANSI: make the terminal cursor visible
+MAIN_THREAD_GRACE_S = 1.0  # how long the watcher leaves a received stop signal to the main thread
+_stopping = threading.Lock()  # held by whichever thread runs the stop: it runs once
 
 
 def kill_children_except(existing: set[int]) -> None:
@@ -69,9 +79,16 @@ def _say(message: str) -> None:
 
 
 def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> None:
-    """Say what is kept, let a history write finish, kill this run's processes, exit."""
-    for sig in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the clean-up short
-        signal.signal(sig, signal.SIG_IGN)
+    """Say what is kept, let a history write finish, kill this run's processes, exit.
+
+    Runs once: a second call (the watcher's, or a second signal's) returns at once while
+    the first one finishes the stop.
+    """
+    if not _stopping.acquire(blocking=False):
+        return
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
     name = signal.Signals(signum).name
     _say(f"interrupted by {name}: the current round was abandoned; finished rounds are in history.csv")
     write_lock.acquire(timeout=WRITE_WAIT_S)  # kept until the exit: no new row starts
@@ -107,12 +124,35 @@ def interruptible(write_lock: threading.Lock, existing: set[int]) -> Iterator[No
     def handler(signum: int, _frame) -> None:
         stop_now(signum, write_lock, existing)
 
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)  # Python requires it of a wakeup fd
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    previous_wakeup_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_watch_for_stop_signals, args=(read_fd, write_lock, existing),
+                               name="sim-stop-watcher", daemon=True)
+    watcher.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous_wakeup_fd)
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+        os.close(write_fd)  # the watcher reads end-of-file and returns
+        watcher.join()
+        os.close(read_fd)
+
+
+def _watch_for_stop_signals(read_fd: int, write_lock: threading.Lock, existing: set[int]) -> None:
+    """Run the stop from this thread when a stop signal arrived and the main thread did not run it.
+
+    `read_fd` is the read end of the wakeup fd: Python's C-level handler writes each
+    received signal's number there, on whichever thread the kernel delivered it to.
+    """
+    while chunk := os.read(read_fd, 64):
+        stops = [signum for signum in chunk if signum in STOP_SIGNALS]
+        if stops:
+            time.sleep(MAIN_THREAD_GRACE_S)  # the main thread normally exits well before this
+            stop_now(stops[0], write_lock, existing)
 
 
 @contextmanager

@@ -93,6 +93,44 @@ def test_signal_waits_for_the_write_kills_children_and_exits(tmp_path, sig, code
             before.kill()
 
 
+OTHER_THREAD_SCRIPT = textwrap.dedent(
+    """
+    import signal, threading, time
+    from sim.run.interrupt import interruptible
+
+    def signal_this_thread():
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # the C handler runs here, not in main
+
+    with interruptible(threading.Lock(), set()):
+        threading.Thread(target=signal_this_thread).start()
+        time.sleep(600)  # one long wait, as Flower's engine joins its threads: nothing wakes it
+    """
+)
+
+
+def test_a_signal_delivered_to_another_thread_still_stops_the_run():
+    """The kernel may hand SIGINT to any thread; Python then never wakes a main thread that is blocked."""
+    proc = subprocess.Popen([sys.executable, "-c", OTHER_THREAD_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("no exit 20 s after a SIGINT delivered to a thread other than the main one")
+    assert proc.returncode == 130, stderr
+    assert stderr.startswith("interrupted by SIGINT"), stderr
+
+
+def test_the_block_gives_the_wakeup_fd_back_and_stops_its_watcher():
+    before = signal.set_wakeup_fd(-1)
+    threads = threading.active_count()
+    with interruptible(threading.Lock(), set()):
+        assert threading.active_count() == threads + 1
+    assert signal.set_wakeup_fd(-1) == -1 and threading.active_count() == threads
+    signal.set_wakeup_fd(before)
+
+
 def test_handlers_come_back_after_the_block():
     before = signal.getsignal(signal.SIGTERM)
     with interruptible(threading.Lock(), set()):
