@@ -45,7 +45,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # exit codes 130 and 143: 128 + 
 WRITE_WAIT_S = 30.0  # longest wait for a history row being written before exiting anyway
 SHOW_CURSOR = b"\x1b[?25h"  # ANSI: make the terminal cursor visible
 MAIN_THREAD_GRACE_S = 1.0  # how long the watcher leaves a received stop signal to the main thread
-_stopping = threading.Lock()  # held by whichever thread runs the stop: it runs once
+_stopping = threading.RLock()  # held by whichever thread runs the stop until the exit
 
 
 def kill_children_except(existing: set[int]) -> None:
@@ -81,10 +81,11 @@ def _say(message: str) -> None:
 def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> None:
     """Say what is kept, let a history write finish, kill this run's processes, exit.
 
-    Runs once: a second call (the watcher's, or a second signal's) returns at once while
-    the first one finishes the stop.
+    One thread stops: when the watcher has begun, the main thread waits here for the exit
+    (it must not go back to Flower's code while Ray is killed); when the main thread has
+    begun, the watcher returns.
     """
-    if not _stopping.acquire(blocking=False):
+    if not _stopping.acquire(blocking=threading.current_thread() is threading.main_thread()):
         return
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the clean-up short
