@@ -31,10 +31,15 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster_address():
-    """A one-node Ray cluster (2 CPUs) that the runs of one test worker attach to, saving a Ray start each."""
+    """A one-node Ray cluster (1 CPU) that the runs of one test worker attach to, saving a Ray start each.
+
+    One CPU: an attached run (one client per CPU) starts one Ray worker, not two. Each
+    worker imports torch and Flower (about 4 s of CPU), and the suite is bound by CPU. The
+    tests that start a private Ray (`resources.address=null`) still run two clients at once.
+    """
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         yield cluster.address
     finally:

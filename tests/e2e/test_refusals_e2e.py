@@ -72,13 +72,13 @@ def test_cli_refuses_more_cpus_per_client_than_the_machine_has(tmp_path):
 
 @pytest.mark.slow
 def test_cli_refuses_a_client_no_node_of_an_attached_cluster_can_host(tmp_path, data_dir, ray_cluster_address):
-    # the shared cluster has one node with 2 CPUs and no GPU
-    for extra, key in ((["resources.client_cpus=3"], "resources.client_cpus"),
+    # the shared cluster has one node with 1 CPU and no GPU
+    for extra, key in ((["resources.client_cpus=2"], "resources.client_cpus"),
                        (["resources.client_gpus=0.5"], "resources.client_gpus")):
         cwd = tmp_path / key
         cwd.mkdir()
         result = run_cli([*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", *extra],
                          cwd=cwd, timeout=120)
         line = _one_line_exit_2(result, key)
-        assert "fits on no node" in line and "2 CPUs and 0 GPUs" in line, line
+        assert "fits on no node" in line and "1 CPUs and 0 GPUs" in line, line
         assert not list((cwd / "results").rglob("history.csv"))

@@ -8,7 +8,8 @@ README, "Guarding accuracy curves in CI"):
     python -m sim.regress build /tmp/base/synthetic --out tests/baselines/synthetic_fedavg.csv
 
     # real CIFAR-10 (shared copy): a band over seeds 0..9 (central accuracy and loss), made on a
-    # 2-CPU machine (2 clients at once); CI attaches its runs to a 2-CPU Ray cluster to match
+    # 2-CPU machine (2 clients at once); CI's runs attach to the tests' 1-CPU Ray cluster (one
+    # client at a time), which gives the same weights: replies are aggregated in client order
     python -m sim -m experiment=cifar10_dirichlet dataset.path=... seed=0,1,2,3,4,5,6,7,8,9 hydra.sweep.dir=/tmp/base/cifar10
     python -m sim.regress build /tmp/base/cifar10 --metrics central_acc,central_loss \
         --out tests/baselines/cifar10_dirichlet_band.csv
