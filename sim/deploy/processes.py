@@ -2,7 +2,10 @@
 
 - `flwr_environment`: `FLWR_HOME` inside the project (`.flwr/`, git-ignored) unless the
   caller set one, no run-time dependency installs, no telemetry or update checks, and the
-  venv's `bin/` first on PATH so `flwr` finds `flower-superlink`.
+  venv's `bin/` first on PATH so `flwr` finds `flower-superlink`, and `RAY_ADDRESS=local`
+  unless the caller set one: Flower's Simulation Runtime calls `ray.init()` without an
+  address, which attaches to any Ray cluster running on this machine (another run's, a
+  test's) instead of starting its own.
 - `free_port`: a loopback port nobody listens on now (tests and deployments run side by side).
 - `local_superlinks`: the SuperLinks `flwr run` started detached for one `FLWR_HOME`
   (found by their log file inside it, never by name alone), and `stop_tree` to end a
@@ -25,12 +28,13 @@ QUIET_FLOWER = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # nothing is installed at run time
     "FLWR_DISABLE_UPDATE_CHECK": "1",  # no version check against pypi.org
 }
+OWN_RAY = {"RAY_ADDRESS": "local"}  # the Simulation Runtime starts a Ray instance of its own
 
 
 def flwr_environment(base: dict[str, str] | None = None, flwr_home: Path | None = None) -> dict[str, str]:
     """An environment for `flwr`, `flower-superlink` and `flower-supernode` subprocesses."""
     env = dict(os.environ if base is None else base)
-    for key, value in {**OFFLINE_ENVIRONMENT, **QUIET_FLOWER}.items():
+    for key, value in {**OFFLINE_ENVIRONMENT, **QUIET_FLOWER, **OWN_RAY}.items():
         env.setdefault(key, value)
     if flwr_home is not None:
         env["FLWR_HOME"] = str(flwr_home)

@@ -50,7 +50,9 @@ def reference(tmp_path_factory, data_dir) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_dir, reference):
+def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_dir, reference, ray_cluster_address):
+    # a 1-CPU Ray cluster runs on this machine (ray_cluster_address): the Simulation Runtime
+    # must not attach to it (its 2 CPUs a client fit on none of its nodes) but start its own
     home = tmp_path / ".flwr"
     env = flwr_environment(flwr_home=home)
     env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()), FLWR_LOCAL_CONTROL_API_PORT=str(free_port()),

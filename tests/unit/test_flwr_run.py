@@ -152,3 +152,11 @@ def test_a_deployment_aggregates_in_client_order_whatever_the_supernode_ids(monk
     for node_of_client in ({0: 900, 1: 100, 2: 500}, {0: 7, 1: 300, 2: 5}):
         for arrival in ([2, 0, 1], [1, 2, 0]):
             np.testing.assert_array_equal(aggregate(node_of_client, arrival), expected)
+
+
+def test_flower_processes_start_their_own_ray_unless_told_otherwise(tmp_path):
+    """Flower's Simulation Runtime calls `ray.init()` without an address: RAY_ADDRESS decides."""
+    from sim.deploy.processes import flwr_environment
+
+    assert flwr_environment(base={}, flwr_home=tmp_path)["RAY_ADDRESS"] == "local"
+    assert flwr_environment(base={"RAY_ADDRESS": "10.0.0.1:6379"})["RAY_ADDRESS"] == "10.0.0.1:6379"
