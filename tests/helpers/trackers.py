@@ -54,7 +54,8 @@ def assert_matches_history(run_dir: Path, history: pd.DataFrame, state: dict) ->
             assert got == points, column  # exact floats, one value per step
     if "wandb" in state:
         logged = wandb_history(run_dir, state["wandb"]["run_id"])
-        assert [step for step, _ in logged] == history["round"].tolist()
+        steps = [step for step, _ in logged]
+        assert steps == history["round"].tolist(), (steps, sorted(Path(run_dir, "wandb").glob("offline-run-*/*.wandb")))
         for column, points in expected.items():
             assert [(s, row[column]) for s, row in logged if column in row] == points, column
 
