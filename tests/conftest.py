@@ -65,14 +65,28 @@ def cifar10_archive(data_dir) -> Path:
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
+# Files that take longest (a minute or more on two cores) start first, the rest of tests/e2e
+# next and tests/unit last: xdist (`--dist loadfile --no-loadscope-reorder`) hands out whole
+# files in this order, so the short unit files fill the end and no long file starts last.
+LONGEST_FIRST = ("test_baselines_e2e.py", "test_flwr_run_e2e.py", "test_strategies_e2e.py", "test_resume.py",
+                 "test_bench.py", "test_single_run.py")
+
+
+def _file_order(item) -> tuple[int, int]:
+    name = Path(str(item.fspath)).name
+    in_e2e = E2E_DIR in Path(str(item.fspath)).resolve().parents
+    return (0, LONGEST_FIRST.index(name)) if name in LONGEST_FIRST else ((1, 0) if in_e2e else (2, 0))
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/e2e is slow; a test marked slow elsewhere belongs in tests/e2e."""
+    """Every test under tests/e2e is slow (a test marked slow elsewhere belongs there); the longest files go first."""
     for item in items:
         in_e2e = E2E_DIR in Path(str(item.fspath)).resolve().parents
         if in_e2e:
             item.add_marker(pytest.mark.slow)
         elif item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked slow: move it to tests/e2e/")
+    items.sort(key=_file_order)  # stable: collection order within each group and file
 
 RAY_PROCESS_MARKERS = ("gcs_server", "raylet", "/ray/_private/", "/ray/dashboard/", "/ray/autoscaler/")
 
