@@ -41,6 +41,13 @@ The shims:
    3-second tick. The shim pulls every `SUPERLINK_PULL_INTERVAL_S` instead (one small
    request to the SuperLink each time); what is pushed and pulled is unchanged. Called by
    the deployment's ServerApp (`sim/deploy/app.py`).
+7. **Ray without pyarrow** (`skip_ray_arrow_serializers`). Every Ray process imports
+   pyarrow, when it is installed (flwr-datasets needs it), only to register Ray Data's
+   serializers for Arrow objects: about 40 MB per process (driver and each worker), for
+   objects the harness never sends through Ray. The shim registers nothing instead;
+   an Arrow object sent through Ray is then pickled like any other. The driver calls it
+   before `ray.init`, and each worker of a run through `ray_worker_setup`, Ray's
+   `worker_process_setup_hook` (`sim/federation/ray_runtime.py`), before its first task.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-PINNED_VERSIONS = {"flwr": "1.42.0", "flwr-datasets": "0.6.1"}
+PINNED_VERSIONS = {"flwr": "1.42.0", "flwr-datasets": "0.6.1", "ray": "2.55.1"}
 
 # "module:qualname" -> SHA-256 of `inspect.getsource` of the installed original. Refresh
 # only after reading the new source and adapting the shim that depends on it.
@@ -89,6 +96,9 @@ PINNED_SOURCES = {
     # shim 6: replaced outright (same pushes and pulls; a short pause instead of 3 s)
     "flwr.superlink.grid.http_grid:HttpGrid.send_and_receive":
         "699c9f048f3cff746bf5f743771c17dcbb60cd45b6b778adb5600ffc81ee37b2",
+    # shim 7: replaced in each Ray process by a function that registers nothing
+    "ray._private.arrow_serialization:_register_custom_datasets_serializers":
+        "f0ac1a8a50fec438ada9b4a00307778f45421b6eda7b34cd62f86015fdb17cd7",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -110,7 +120,8 @@ PINNED_SOURCES = {
 IDLE_RECHECK_S = 0.1  # with nothing arriving, the pickup loop still rechecks (f_stop, expiry) this often
 
 _lock = threading.Lock()
-_originals: dict[str, Any] = {}  # "module:qualname" -> what the shim replaced, while installed
+_originals: dict[str, Any] = {}  # shim 1: "module:qualname" -> what it replaced, while installed
+_kept_originals: dict[str, Any] = {}  # shims 6 and 7 (installed for the process's life): the same
 _checked: dict[str, bool] = {}  # shim -> whether the installed library matched its pins
 
 
@@ -129,8 +140,8 @@ def original(name: str) -> Any:
     """The library's own object `module:qualname` (the original even while a shim replaces it)."""
     if name in _originals:
         return _originals[name]
-    if name in _superlink_poll:
-        return _superlink_poll[name]
+    if name in _kept_originals:
+        return _kept_originals[name]
     module, qualname = name.split(":")
     obj: Any = import_module(module)
     for part in qualname.split("."):
@@ -375,7 +386,6 @@ def set_reply_poll_interval(grid: Any, seconds: float) -> None:
 _HTTP_GRID = "flwr.superlink.grid.http_grid:HttpGrid"
 SUPERLINK_POLL_SHIM = [f"{_HTTP_GRID}.send_and_receive"]
 SUPERLINK_PULL_INTERVAL_S = 0.1  # Flower: 3 s
-_superlink_poll: dict[str, Any] = {}  # the original, while the shim is installed
 
 
 def http_send_and_receive(self, messages, *, timeout: float | None = None):
@@ -401,19 +411,54 @@ def shorten_superlink_reply_poll() -> bool:
     Idempotent; returns False (with one warning) and leaves Flower as it is when the
     installed Flower is not the version, or not the code, the shim was written for.
     """
-    if _superlink_poll:
+    if SUPERLINK_POLL_SHIM[0] in _kept_originals:
         return True
     if not _usable("flwr", SUPERLINK_POLL_SHIM, "SuperLink reply-poll shim"):
         return False
     with _lock:
-        if not _superlink_poll:
+        if SUPERLINK_POLL_SHIM[0] not in _kept_originals:
             module_name, qualname = _HTTP_GRID.split(":")
             grid_class = getattr(import_module(module_name), qualname)
-            _superlink_poll[SUPERLINK_POLL_SHIM[0]] = inspect.getattr_static(grid_class, "send_and_receive")
+            _kept_originals[SUPERLINK_POLL_SHIM[0]] = inspect.getattr_static(grid_class, "send_and_receive")
             grid_class.send_and_receive = http_send_and_receive
     log.info("SuperLink replies pulled every %.1f s, not every 3 s (sim/federation/flower_internals.py)",
              SUPERLINK_PULL_INTERVAL_S)
     return True
+
+
+# --- shim 7: Ray without pyarrow ----------------------------------------------------------
+
+_ARROW = "ray._private.arrow_serialization:_register_custom_datasets_serializers"
+ARROW_SHIM = [_ARROW]
+
+
+def _register_no_arrow_serializers(serialization_context: Any) -> None:
+    """Registers nothing (and imports nothing): the harness sends no Arrow object through Ray."""
+
+
+def skip_ray_arrow_serializers() -> bool:
+    """Keep this process's Ray from importing pyarrow (about 40 MB) to register Ray Data's serializers.
+
+    Call before the process's first Ray serialization context exists (the driver: before
+    `ray.init`). Idempotent; returns False (with one warning) and leaves Ray as it is when
+    the installed Ray is not the version, or not the code, the shim was written for.
+    """
+    if _ARROW in _kept_originals:
+        return True
+    if not _usable("ray", ARROW_SHIM, "Ray Arrow-serializer shim"):
+        return False
+    with _lock:
+        if _ARROW not in _kept_originals:
+            module_name, function = _ARROW.split(":")
+            module = import_module(module_name)
+            _kept_originals[_ARROW] = getattr(module, function)
+            setattr(module, function, _register_no_arrow_serializers)
+    return True
+
+
+def ray_worker_setup() -> None:
+    """Ray's `worker_process_setup_hook` for the harness's jobs: runs in each worker before its first task."""
+    skip_ray_arrow_serializers()
 
 
 # --- shim 4: partition map ----------------------------------------------------------------

@@ -4,6 +4,8 @@ With `resources.address` unset the harness starts a private Ray instance sized b
 `resources.ray_cpus` / `ray_gpus`; with an address it attaches to that cluster and
 leaves it running afterwards. The dashboard is never started, Ray's usage stats are off
 (see `sim/__init__.py`), and worker logs reach the console only when `verbose=true`.
+No process of the run imports pyarrow for Ray's Arrow serializers (shim 7 of
+`sim/federation/flower_internals.py`, installed in the driver and by each worker's setup hook).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sim import OFFLINE_ENVIRONMENT
 from sim.config.rules import error
 
 log = logging.getLogger(__name__)
+WORKER_SETUP_HOOK = "sim.federation.flower_internals.ray_worker_setup"  # run by every worker of a run
 
 
 def client_resources(resources) -> dict[str, float]:
@@ -33,7 +36,7 @@ def ray_init_kwargs(resources, verbose: bool) -> dict[str, Any]:
         "include_dashboard": False,
         "logging_level": logging.INFO if verbose else logging.WARNING,
         "log_to_driver": bool(verbose),
-        "runtime_env": {"env_vars": env_vars},
+        "runtime_env": {"env_vars": env_vars, "worker_process_setup_hook": WORKER_SETUP_HOOK},
     }
     if resources.address:
         kwargs["address"] = str(resources.address)
@@ -91,8 +94,11 @@ def ray_session(resources, verbose: bool) -> Iterator[None]:
     """
     import ray
 
+    from sim.federation.flower_internals import skip_ray_arrow_serializers
+
     if ray.is_initialized():
         ray.shutdown()
+    skip_ray_arrow_serializers()  # before ray.init builds the driver's serialization context
     kwargs = ray_init_kwargs(resources, verbose)
     log.debug("ray.init(%s)", kwargs)
     ray.init(**kwargs)

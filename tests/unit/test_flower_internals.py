@@ -1,4 +1,4 @@
-"""The shims over Flower's and flwr-datasets' internals (`sim/federation/flower_internals.py`).
+"""The shims over Flower's, Ray's and flwr-datasets' internals (`sim/federation/flower_internals.py`).
 
 Each pinned internal must still be the code its shim was written against; the message
 pickup shim is driven through Flower's real LinkState, InMemoryGrid and simulation-engine
@@ -9,6 +9,8 @@ can deliver in time.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from queue import Empty, Queue
@@ -223,3 +225,39 @@ def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(mo
     replies = HttpGrid.send_and_receive(Grid(), ["m1", "m2"])
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
     assert pauses == [internals.SUPERLINK_PULL_INTERVAL_S] * 3 and internals.SUPERLINK_PULL_INTERVAL_S <= 0.1
+
+
+# --- shim 7: Ray without pyarrow -----------------------------------------------------------
+
+ARROW_PROBE = """
+import sys
+import ray.util.serialization_addons
+from sim.federation.flower_internals import skip_ray_arrow_serializers
+
+class Context:  # takes every registration a real SerializationContext would
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+if sys.argv[1] == "shim":
+    assert skip_ray_arrow_serializers()
+ray.util.serialization_addons.apply(Context())  # what each Ray process does for its context
+print("pyarrow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("how", "imported"), [("shim", "False"), ("as-ray-has-it", "True")])
+def test_ray_serialization_imports_pyarrow_only_without_the_shim(how, imported):
+    done = subprocess.run([sys.executable, "-c", ARROW_PROBE, how], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == imported
+
+
+def test_every_ray_worker_of_a_run_installs_the_shim():
+    from helpers import compose_config
+    from sim.federation.ray_runtime import WORKER_SETUP_HOOK, ray_init_kwargs
+
+    for address in (None, "10.0.0.1:6379"):
+        resources = compose_config([f"resources.address={address}" if address else "resources.address=null"]).resources
+        assert ray_init_kwargs(resources, verbose=False)["runtime_env"]["worker_process_setup_hook"] == WORKER_SETUP_HOOK
+    module, function = WORKER_SETUP_HOOK.rsplit(".", 1)
+    assert module == fi.__name__ and callable(getattr(fi, function))
