@@ -3,7 +3,7 @@
 Everything else in `sim` uses the libraries' public APIs; what cannot, goes through this
 module, so a library upgrade is checked and adapted in one file. Each internal is pinned:
 `PINNED_SOURCES` holds the SHA-256 of the source of every function we replace, wrap or
-read, as installed when the shim was written (flwr 1.42.0, flwr-datasets 0.6.1), and
+read, as installed when the shim was written (flwr 1.42.0, flwr-datasets 0.6.1, ray 2.55.1), and
 `tests/unit/test_flower_internals.py` fails as soon as one of them changes.
 
 The shims:
