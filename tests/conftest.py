@@ -72,17 +72,19 @@ LONGEST_FIRST = ("test_baselines_e2e.py", "test_flwr_run_e2e.py", "test_strategi
                  "test_bench.py", "test_single_run.py")
 
 
+def _in_e2e(item) -> bool:
+    return E2E_DIR in Path(str(item.fspath)).resolve().parents
+
+
 def _file_order(item) -> tuple[int, int]:
     name = Path(str(item.fspath)).name
-    in_e2e = E2E_DIR in Path(str(item.fspath)).resolve().parents
-    return (0, LONGEST_FIRST.index(name)) if name in LONGEST_FIRST else ((1, 0) if in_e2e else (2, 0))
+    return (0, LONGEST_FIRST.index(name)) if name in LONGEST_FIRST else ((1, 0) if _in_e2e(item) else (2, 0))
 
 
 def pytest_collection_modifyitems(config, items):
     """Every test under tests/e2e is slow (a test marked slow elsewhere belongs there); the longest files go first."""
     for item in items:
-        in_e2e = E2E_DIR in Path(str(item.fspath)).resolve().parents
-        if in_e2e:
+        if _in_e2e(item):
             item.add_marker(pytest.mark.slow)
         elif item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked slow: move it to tests/e2e/")

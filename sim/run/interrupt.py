@@ -85,9 +85,10 @@ def stop_now(signum: int, write_lock: threading.Lock, existing: set[int]) -> Non
     (it must not go back to Flower's code while Ray is killed); when the main thread has
     begun, the watcher returns.
     """
-    if not _stopping.acquire(blocking=threading.current_thread() is threading.main_thread()):
+    in_main = threading.current_thread() is threading.main_thread()
+    if not _stopping.acquire(blocking=in_main):
         return
-    if threading.current_thread() is threading.main_thread():
+    if in_main:
         for sig in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
     name = signal.Signals(signum).name
@@ -150,10 +151,10 @@ def _watch_for_stop_signals(read_fd: int, write_lock: threading.Lock, existing: 
     received signal's number there, on whichever thread the kernel delivered it to.
     """
     while chunk := os.read(read_fd, 64):
-        stops = [signum for signum in chunk if signum in STOP_SIGNALS]
-        if stops:
+        signum = next((s for s in chunk if s in STOP_SIGNALS), None)
+        if signum is not None:
             time.sleep(MAIN_THREAD_GRACE_S)  # the main thread normally exits well before this
-            stop_now(stops[0], write_lock, existing)
+            stop_now(signum, write_lock, existing)
 
 
 @contextmanager

@@ -50,7 +50,8 @@ def reference(tmp_path_factory, data_dir) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_dir, reference, ray_cluster_address):
+@pytest.mark.usefixtures("ray_cluster_address")
+def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_dir, reference):
     # a 1-CPU Ray cluster runs on this machine (ray_cluster_address): the Simulation Runtime
     # must not attach to it (its 2 CPUs a client fit on none of its nodes) but start its own
     home = tmp_path / ".flwr"

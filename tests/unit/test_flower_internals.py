@@ -195,8 +195,6 @@ def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch,
         np.testing.assert_array_equal(a, b)
 
 
-
-
 def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(monkeypatch):
     # Flower's HttpGrid sleeps 3 s between pulls: every round of a deployment ended on a 3 s tick
     from flwr.superlink.grid.http_grid import HttpGrid

@@ -8,7 +8,6 @@ not depend on the machine the tests run on.
 from __future__ import annotations
 
 import functools
-
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
