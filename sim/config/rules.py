@@ -34,6 +34,11 @@ def error(key: str, value: Any, problem: str, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={show(value)} {problem}: {allowed}".replace("\n", "\\n"))
 
 
+def counted(count: float, noun: str) -> str:
+    """`1 CPU`, `2 CPUs`, `0.5 GPUs`: a count and its noun, as a message says them."""
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass(frozen=True)
 class Num:
     """A finite number (an integer if `integer`) within bounds; `null` allows None."""

@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sim.config.rules import Rule, error
+from sim.config.rules import Rule, counted, error
 from sim.config.schema import SETTINGS, STRATEGY_ARGS
 from sim.errors import ConfigError
 from sim.federation.flower_internals import ray_cpu_count
@@ -185,7 +185,7 @@ def _check_resources(res: DictConfig) -> None:
                          "no client would fit; lower client_cpus or raise ray_cpus")
         if res.ray_cpus is None and res.client_cpus > 1 and res.client_cpus > (cpus := ray_cpu_count()):
             raise error("resources.client_cpus", res.client_cpus,
-                         f"is larger than the {cpus:g} CPUs Ray finds on this machine (resources.ray_cpus=null)",
+                         f"is larger than the {counted(cpus, 'CPU')} Ray finds on this machine (resources.ray_cpus=null)",
                          "no client would fit; lower client_cpus, or set resources.address to a bigger cluster")
         if res.client_gpus > 0 and res.ray_gpus is not None and res.client_gpus > res.ray_gpus:
             raise error("resources.client_gpus", res.client_gpus, f"is larger than resources.ray_gpus={res.ray_gpus}",

@@ -39,7 +39,7 @@ from sim.config.compose import absolute_paths, client_config_for, new_run, split
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
 from sim.run.history import HistoryWriter
-from sim.deploy.roll_call import LateJoiners, answer_roll_call, roll_call
+from sim.deploy.roll_call import answer_roll_call, roll_call
 from sim.federation.ray_runtime import concurrency
 from sim.run.recipe import _start_point, central_evaluator, load_data, make_strategy, save_results
 from sim.federation.server_app import RoundRecorder, run_strategy
@@ -112,8 +112,8 @@ def serve(grid: Grid, context: Context) -> Path:
     del data
     num_rounds = int(cfg.num_rounds)
     if deployment:
-        nodes, answered = roll_call(grid, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)),
-                                    float(cfg.round_timeout))
+        roster = roll_call(grid, int(cfg.num_clients), min(NODE_WAIT_S, float(cfg.round_timeout)),
+                           float(cfg.round_timeout))
         max_packs = int(cfg.num_clients)  # one client per message: each SuperNode is one client
     else:
         nodes = _wait_for_nodes(grid, 1, NODE_WAIT_S)
@@ -122,11 +122,9 @@ def serve(grid: Grid, context: Context) -> Path:
     with RoundProgress(num_rounds, done) as progress:
         on_round = progress.update
         if deployment:
-            late = LateJoiners(grid, nodes, answered, int(cfg.num_clients), float(cfg.round_timeout))
-
             def on_round(server_round: int, central_acc: float | None) -> None:
                 progress.update(server_round, central_acc)
-                late()
+                roster()  # SuperNodes that joined since take over clients without a node
 
         recorder = RoundRecorder(
             writer, central, int(cfg.central_eval_every), num_rounds, on_round=on_round,
@@ -134,7 +132,7 @@ def serve(grid: Grid, context: Context) -> Path:
         )
         strategy = make_strategy(cfg, partition, recorder, max_packs, done, checkpoint, run_dir)
         if deployment:
-            strategy.node_of_client = nodes
+            strategy.node_of_client = roster.node_of_client  # kept up to date by roster()
         config = message_config(overrides, base)
         run_strategy(grid, strategy, arrays, recorder, num_rounds, config, config, float(cfg.round_timeout))
     save_results(cfg, run_dir, partition, started, clients_at_once=max_packs)

@@ -7,7 +7,9 @@ every connected node a `query` message; each answers with its partition id, or w
 one line that says what is wrong with its node config (`node_problem`, checked on the
 node, which logs it too). The strategy then addresses each sampled client's message to
 its node; a client without a node (not joined, refused, or gone) counts as a failure in
-that round and is never waited for.
+that round and is never waited for. After each round, nodes that joined since are asked
+too (`Roster`): a late one serves its client from the next round, and a second node
+holding a served partition stands by until that client's node leaves.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ def node_problem(node_config, num_clients: int | None = None) -> str | None:
     return None
 
 
-def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> tuple[dict[int, int], set[int]]:
-    """({client id: node id}, nodes that answered) after waiting up to `wait_s` for all SuperNodes to join.
+def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> Roster:
+    """Who holds which client, after waiting up to `wait_s` for all SuperNodes to join.
 
-    Each node answers from a fresh ClientApp process (Flower starts one per message), so
-    replies get `reply_s` (the round timeout), like any round's.
+    Returns the run's `Roster`: its `node_of_client` ({client id: node id}) addresses
+    the rounds, and calling it after a round takes in the nodes that joined since. Each node
+    answers from a fresh ClientApp process (Flower starts one per message), so replies get
+    `reply_s` (the round timeout), like any round's.
     """
     deadline = time.monotonic() + wait_s
     nodes = sorted(grid.get_node_ids())
@@ -51,23 +55,24 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> tu
     if len(nodes) < num_clients:
         log.warning("%d of %d SuperNodes connected after %.0f s; the missing clients count as failures until "
                     "their SuperNodes join", len(nodes), num_clients, wait_s)
-    node_of_client, answered = ask(grid, nodes, num_clients, reply_s)
-    log.info("SuperNodes ready: %d of %d clients (%s)", len(node_of_client), num_clients,
-             ", ".join(f"{c}->{n}" for c, n in sorted(node_of_client.items())))
-    return node_of_client, answered
+    joiners = Roster(grid, num_clients, reply_s)
+    joiners.take(nodes, connected=set(nodes))
+    log.info("SuperNodes ready: %d of %d clients (%s)", len(joiners.node_of_client), num_clients,
+             ", ".join(f"{c}->{n}" for c, n in sorted(joiners.node_of_client.items())))
+    return joiners
 
 
-def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple[dict[int, int], set[int]]:
-    """Ask `nodes` for their partition ids: ({client id: node id} of good answers, nodes that answered)."""
+def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple[dict[int, list[int]], set[int]]:
+    """Ask `nodes` for their partition ids: ({client id: nodes holding it, in node order}, nodes that answered)."""
     content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
     messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
-    node_of_client: dict[int, int] = {}
+    holders: dict[int, list[int]] = {}
     replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
     answered = {reply.metadata.src_node_id for reply in replies}
     for node in sorted(set(nodes) - answered):
         log.warning("SuperNode %d did not answer the roll call within %.0f s; asked again after the next round",
                     node, timeout)
-    for reply in replies:
+    for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
         node = reply.metadata.src_node_id
         if reply.has_error():
             log.warning("SuperNode %d did not answer the roll call: %s", node, reply.error.reason)
@@ -76,38 +81,50 @@ def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple
         if answer.get("problem"):
             log.warning("SuperNode %d refused: %s", node, answer["problem"])
             continue
-        cid = int(answer["partition-id"])
-        if cid in node_of_client:
-            log.warning("SuperNodes %d and %d both hold partition-id=%d; using %d", node_of_client[cid], node, cid,
-                        node_of_client[cid])
-            continue
-        node_of_client[cid] = node
-    return node_of_client, answered
+        holders.setdefault(int(answer["partition-id"]), []).append(node)
+    return holders, answered
 
 
-class LateJoiners:
-    """After each round, ask SuperNodes that have not answered yet (joined late, or slow) for their partitions.
+class Roster:
+    """Which SuperNode serves which client, kept up to date between rounds.
 
-    A client whose node left (or never came) is taken over by a newly answering node that
-    holds its partition; nodes that answered once are not asked again.
+    After each round (`__call__`), SuperNodes that have not answered yet (joined late, or
+    slow) are asked for their partitions. A client whose node left (or never came) is
+    taken over by a connected node that holds its partition: a new one, or a spare that
+    answered earlier while another node served that client. Nodes that answered once are
+    not asked again.
     """
 
-    def __init__(self, grid: Grid, node_of_client: dict[int, int], answered: set[int], num_clients: int,
-                 timeout: float):
-        self.grid, self.node_of_client, self.answered = grid, node_of_client, set(answered)
-        self.num_clients, self.timeout = num_clients, timeout
+    def __init__(self, grid: Grid, num_clients: int, timeout: float):
+        self.grid, self.num_clients, self.timeout = grid, num_clients, timeout
+        self.node_of_client: dict[int, int] = {}
+        self.spares: dict[int, list[int]] = {}  # client id -> nodes that hold its partition, not serving it
+        self.answered: set[int] = set()
+        self.called = False  # True after the first roll call
+
+    def take(self, nodes: list[int], connected: set[int]) -> None:
+        """Ask `nodes`, then give each client without a connected node one that holds its partition."""
+        holders, answered = ask(self.grid, nodes, self.num_clients, self.timeout) if nodes else ({}, set())
+        self.answered |= answered
+        for cid, found in holders.items():
+            self.spares.setdefault(cid, []).extend(found)
+        for cid in sorted(self.spares):
+            serving, spares = self.node_of_client.get(cid), [n for n in self.spares[cid] if n in connected]
+            if spares and serving not in connected:
+                self.spares[cid].remove(spares[0])
+                self.node_of_client[cid] = spares.pop(0)
+                if self.called:
+                    log.info("SuperNode %d serves client %d from the next round (it joined late or stood by)",
+                             self.node_of_client[cid], cid)
+            new_spares = [n for n in spares if n in holders.get(cid, [])]
+            if new_spares:
+                log.warning("SuperNodes %s also hold partition-id=%d, served by SuperNode %d: they stand by",
+                            ", ".join(map(str, new_spares)), cid, self.node_of_client[cid])
+        self.called = True
 
     def __call__(self) -> None:
         connected = set(self.grid.get_node_ids())
-        new = sorted(connected - self.answered)
-        if not new:
-            return
-        found, answered = ask(self.grid, new, self.num_clients, self.timeout)
-        self.answered |= answered
-        for cid, node in found.items():
-            if self.node_of_client.get(cid) not in connected:
-                log.info("SuperNode %d joined late: it is client %d from the next round", node, cid)
-                self.node_of_client[cid] = node
+        self.take(sorted(connected - self.answered), connected)
 
 
 def answer_roll_call(msg: Message, node_config) -> Message:

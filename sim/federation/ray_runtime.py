@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from sim import OFFLINE_ENVIRONMENT
-from sim.config.rules import error
+from sim.config.rules import counted, error
 
 log = logging.getLogger(__name__)
 WORKER_SETUP_HOOK = "sim.federation.flower_internals.ray_worker_setup"  # run by every worker of a run
@@ -78,7 +78,7 @@ def check_clients_fit(resources) -> None:
     cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
     gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
     where = f"the Ray cluster at {resources.address}" if resources.address else "this Ray instance"
-    found = f"(its largest node has {cpus:g} CPUs and {gpus:g} GPUs)"
+    found = f"(its largest node has {counted(cpus, 'CPU')} and {counted(gpus, 'GPU')})"
     if float(resources.client_cpus) > cpus:
         raise error("resources.client_cpus", resources.client_cpus, f"fits on no node of {where} {found}",
                     "no client would fit; lower resources.client_cpus or use a cluster with bigger nodes")

@@ -126,21 +126,33 @@ class VirtualClients:
     def _sorted_replies(self, replies: Iterable[Message]) -> tuple[list[Message], int, int]:
         """Replies in pack order (`reply_order`), plus client and failure counts."""
         ordered = sorted(replies, key=self.reply_order)
+        deployment = getattr(self, "node_of_client", None) is not None  # say which SuperNode failed and why
         clients = failures = 0
+        unsigned = ""  # the reason of an error reply that names no node of ours (the SuperLink's own, for a gone node)
         for msg in ordered:
-            pack = self._pack_of_node.get(msg.metadata.src_node_id, [])
+            pack = self._pack_of_node.get(msg.metadata.src_node_id)
             if msg.has_error():
+                reason = msg.error.reason.strip().splitlines()[-1] if msg.error.reason else str(msg.error.code)
+                if pack is None:
+                    unsigned = reason
+                    continue
                 clients += len(pack)
                 failures += len(pack)
-                if getattr(self, "node_of_client", None) is not None:  # a deployment: say which SuperNode failed and why
-                    log.warning("clients %s on SuperNode %d failed: %s", pack, msg.metadata.src_node_id,
-                                msg.error.reason.strip().splitlines()[-1] if msg.error.reason else msg.error.code)
+                if deployment:
+                    log.warning("clients %s on SuperNode %d failed: %s", pack, msg.metadata.src_node_id, reason)
             else:
                 metrics = next(iter(msg.content.metric_records.values()))
-                clients += int(metrics.get("clients", len(pack)))
+                clients += int(metrics.get("clients", len(pack or [])))
                 failures += int(metrics.get("failures", 0))
         answered = {m.metadata.src_node_id for m in ordered}
-        lost = sum(len(p) for n, p in self._pack_of_node.items() if n not in answered)
+        lost = 0
+        for node, pack in self._pack_of_node.items():
+            if node not in answered:
+                lost += len(pack)
+                if deployment and node < 0:
+                    log.warning("clients %s failed: no SuperNode serves them (not joined, refused or gone)", pack)
+                elif deployment:
+                    log.warning("clients %s on SuperNode %d failed: %s", pack, node, unsigned or "no reply")
         return ordered, clients + lost, failures + lost
 
     # Flower counts rounds from 1 in every process; a resumed run adds the rounds already done.

@@ -2,16 +2,21 @@
 
 Small end-to-end runs on synthetic data over loopback, compared column by column:
 `python -m sim` (the reference), `flwr run .` (same packs: equal exactly) and a
-deployment of 3 SuperNodes for 3 rounds in which one SuperNode is stopped after round 1
-(one client per message: equal within 1e-5 relative before the kill; afterwards that
-client counts as a failure and the run goes on). Every Flower process a test started is
-stopped by pid and checked gone; each uses its own FLWR_HOME and free ports.
+deployment of 3 SuperNodes for 3 rounds (one client per message: equal within 1e-5
+relative before the kill) beside which the test starts a second SuperNode for client 2
+and one with a bad partition id: the node serving client 2 is stopped after round 1, the
+other takes over without the run waiting, the bad one is refused in one line. Every
+Flower process a test started is stopped by pid and checked gone; each uses its own
+FLWR_HOME and free ports.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -111,8 +116,38 @@ def _rows(history: Path) -> int:
     return len(history.read_text().splitlines()) - 1 if history.exists() else 0
 
 
+def _superlink_port(parent: psutil.Process) -> int | None:
+    """The port of the SuperLink `python -m sim.deploy` started (None until it runs)."""
+    for proc in parent.children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if any("flower-superlink" in part for part in cmdline[:3]) and "--port" in cmdline:
+            return int(cmdline[cmdline.index("--port") + 1])
+    return None
+
+
+def _node_id(supernode_log: Path) -> int:
+    """The node id Flower gave a SuperNode, from its log."""
+    return int(re.search(r"SuperNode ID: (\d+)", supernode_log.read_text()).group(1))
+
+
+def _start_extra_supernode(port: int, node_config: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """A SuperNode started beside the deployment's own, on the same SuperLink."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--host", "127.0.0.1",
+             "--port", str(free_port()), "--node-config", node_config],
+            cwd=cwd, env=flwr_environment(flwr_home=cwd / ".flwr-extra"), stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
 @pytest.mark.slow
 def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, reference):
+    """3 SuperNodes for 3 rounds, plus two the test starts on the same SuperLink: one that also holds
+    partition 2 (of the two, the one serving client 2 is stopped after round 1; the other takes over)
+    and one with an out-of-range partition id (refused in one line, on the server and on the node)."""
     # Flower starts one ClientApp process per message on a SuperNode (torch imported each time): a loaded
     # machine needs minutes, so round_timeout is generous; the stopped node deactivates and is not awaited
     args = [*SMALL, "num_rounds=3", "round_timeout=300", f"dataset.data_dir={data_dir}"]
@@ -120,25 +155,47 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
         [os.sys.executable, "-m", "sim.deploy", "--supernodes", "3", *args], cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     parent = psutil.Process(proc.pid)
     seen: dict[int, psutil.Process] = {}
+    extra: list[subprocess.Popen] = []
     killed = False
-    deadline = time.monotonic() + 400
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            seen.update({p.pid: p for p in parent.children(recursive=True)})
-        except psutil.Error:
-            pass
-        dirs = run_dirs(tmp_path)
-        if not killed and dirs and _rows(dirs[0] / "history.csv") >= 2:  # rounds 0 and 1 are in
-            node = _supernode(parent, 2)
-            assert node is not None
-            stop_tree(node)  # SIGTERM to SuperNode 2 (client 2) and its ClientApp process
-            killed = True
-        time.sleep(0.2)
-    out = proc.communicate(timeout=60)[0]
+    try:
+        deadline = time.monotonic() + 400
+        while proc.poll() is None and time.monotonic() < deadline:
+            for root in (parent, *(psutil.Process(node.pid) for node in extra)):
+                try:
+                    seen.update({p.pid: p for p in root.children(recursive=True)})
+                except psutil.Error:
+                    pass
+            port = None if extra else _superlink_port(parent)
+            if port is not None:
+                where = json.dumps(str(tmp_path))
+                for name, node_config in (("standby", f"partition-id=2 num-partitions=3 data-dir={where}"),
+                                          ("bad", f"partition-id=7 num-partitions=3 data-dir={where}")):
+                    extra.append(_start_extra_supernode(port, node_config, tmp_path, tmp_path / f"{name}.log"))
+            dirs = run_dirs(tmp_path)
+            serving = re.search(r"also hold partition-id=2, served by SuperNode (\d+)", " ".join("".join(lines).split()))
+            if not killed and serving and dirs and _rows(dirs[0] / "history.csv") >= 2:  # rounds 0, 1 in
+                # the one of the two partition-2 nodes that serves client 2 (the lower Flower node id) is stopped
+                ours = _supernode(parent, 2)
+                assert ours is not None
+                node_ids = {_node_id(dirs[0] / "flower" / "supernode-2.log"): ours,
+                            _node_id(tmp_path / "standby.log"): psutil.Process(extra[0].pid)}
+                stop_tree(node_ids[int(serving.group(1))])  # SIGTERM to the SuperNode and its ClientApp process
+                killed = True
+            time.sleep(0.2)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    finally:
+        for node in extra:  # started here, stopped here, by pid
+            stop_tree(psutil.Process(node.pid))
+            node.wait(timeout=30)
+    out = "".join(lines)
     assert proc.returncode == 0, out[-4000:]
-    assert killed
+    assert killed, out[-4000:]
     (run_dir,) = run_dirs(tmp_path)
     history = _metrics(run_dir)
     assert list(history["round"]) == [0, 1, 2, 3]
@@ -146,10 +203,15 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     before, expected = history.iloc[:2], reference.iloc[:2]
     np.testing.assert_allclose(before[METRICS[1:]].to_numpy(float), expected[METRICS[1:]].to_numpy(float),
                                rtol=1e-5, equal_nan=True, err_msg=out[-3000:])
-    # after: client 2 is lost in every round it is sampled for training, and the run went on
-    after = history.iloc[2:]
-    assert (after["train_clients"] == 3).all() and (after["train_failures"] == 1).all(), out[-3000:]
-    assert after["central_acc"].notna().all()
+    # round 2: client 2 is lost if its node went after the server's check between rounds 1 and 2 (a
+    # failure, not waited for), else the standby serves it already; round 3: the standby serves it
+    assert list(history["train_clients"].iloc[2:]) == [3, 3], out[-3000:]
+    assert history["train_failures"].iloc[2] in (0, 1) and history["train_failures"].iloc[3] == 0, out[-3000:]
+    assert "serves client 2 from the next round" in out
+    assert history["central_acc"].notna().all()
+    # the bad SuperNode: one line on the server, and one on the node that must change its --node-config
+    assert "refused: partition-id=7 is out of range: must be 0..2" in out, out[-3000:]
+    assert "cannot serve the run: partition-id=7 is out of range" in (tmp_path / "bad.log").read_text()
     assert (run_dir / "summary.json").exists() and (run_dir / "curves.png").exists()
     assert still_alive(list(seen.values())) == []
     assert not (REPO / ".flwr").exists() or not any((REPO / ".flwr").glob("deploy-*"))

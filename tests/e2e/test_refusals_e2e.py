@@ -80,5 +80,5 @@ def test_cli_refuses_a_client_no_node_of_an_attached_cluster_can_host(tmp_path, 
         result = run_cli([*TINY, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}", *extra],
                          cwd=cwd, timeout=120)
         line = _one_line_exit_2(result, key)
-        assert "fits on no node" in line and "1 CPUs and 0 GPUs" in line, line
+        assert "fits on no node" in line and "1 CPU and 0 GPUs" in line, line
         assert not list((cwd / "results").rglob("history.csv"))

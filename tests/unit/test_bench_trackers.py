@@ -39,3 +39,38 @@ def test_rounds_run_beside_a_trackers_start_up_are_left_out_for_every_logger(tmp
     assert [r["from_round"] for r in rows] == [5, 5]
     assert rows[1]["ratio"] == pytest.approx(1.0)  # a one-off start-up is not a cost per round
     assert rows[1]["tracker_start_s"] == 4.0
+
+
+def test_the_target_is_judged_per_repeat_so_drift_between_repeats_cancels():
+    # the machine is twice as slow in repeat 1, where the tracker's only run landed; it costs 1%
+    runs = [{"logger": name, "repeat": repeat, "history": history([9.0, 9.0] + [slowness * cost] * 4),
+             "first_round": 2, "tracker_ms": 1.0, "tracker_start_s": 0.1}
+            for name, repeat, slowness, cost in (("none", 0, 1.0, 1.0), ("none", 1, 2.0, 1.0),
+                                                 ("tensorboard", 1, 2.0, 1.01))]
+    rows = summarize(runs)
+    assert rows[1]["paired_ratio"] == pytest.approx(1.01)
+    assert (rows[1]["paired_min"], rows[1]["paired_max"]) == (pytest.approx(1.01), pytest.approx(1.01))
+    assert rows[1]["ratio"] == pytest.approx(2.02 / 1.5)  # pooled: one slow run against one slow and one fast
+
+
+def test_cpu_per_round_is_taken_between_the_readings_around_the_steady_rounds():
+    from sim.bench.measure import cpu_per_round_ms
+
+    # (rows written, driver CPU s, others' CPU s); 4 rows was never read (two rows landed between polls)
+    readings = [(1, 0.5, 0.0), (2, 0.6, 0.0), (3, 0.7, 0.05), (5, 0.9, 0.1)]
+    driver, others = cpu_per_round_ms(readings, first_round=2)  # rounds 2-4: from 2 rows to 5
+    assert (driver, others) == (pytest.approx(100.0), pytest.approx(100 / 3))
+    assert all(v != v for v in cpu_per_round_ms(readings, first_round=4))  # 4 rows unread, 5 is the last: nan
+    assert all(v != v for v in cpu_per_round_ms(readings, first_round=6))  # nothing after: nan
+    assert all(v != v for v in cpu_per_round_ms([], first_round=2))
+
+
+def test_the_cpu_a_logger_adds_is_its_excess_over_logger_none_as_a_share_of_the_round():
+    def run(name, driver_s_per_round, others_s_per_round):
+        readings = [(k, driver_s_per_round * k, others_s_per_round * k) for k in range(1, 8)]
+        return {"logger": name, "repeat": 0, "history": history([9.0, 9.0] + [0.5] * 5), "first_round": 2,
+                "tracker_ms": 1.0, "tracker_start_s": 0.1, "cpu_at_row": readings}
+
+    rows = summarize([run("none", 0.050, 0.0), run("wandb", 0.052, 0.003)])
+    assert rows[0]["driver_cpu_ms"] == pytest.approx(50.0) and rows[1]["others_cpu_ms"] == pytest.approx(3.0)
+    assert rows[1]["cpu_added_pct"] == pytest.approx(100 * 0.005 / 0.5)  # 5 ms more CPU in a 0.5 s round: 1%

@@ -199,12 +199,10 @@ def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(mo
     # Flower's HttpGrid sleeps 3 s between pulls: every round of a deployment ended on a 3 s tick
     from flwr.superlink.grid.http_grid import HttpGrid
 
-    from sim.federation import flower_internals as internals
-
-    assert internals.shorten_superlink_reply_poll()
-    assert HttpGrid.send_and_receive is internals.http_send_and_receive
+    assert fi.shorten_superlink_reply_poll()
+    assert HttpGrid.send_and_receive is fi.http_send_and_receive
     pauses = []
-    monkeypatch.setattr(internals.time, "sleep", pauses.append)
+    monkeypatch.setattr(fi.time, "sleep", pauses.append)
 
     class Reply:
         def __init__(self, to):
@@ -222,7 +220,7 @@ def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(mo
 
     replies = HttpGrid.send_and_receive(Grid(), ["m1", "m2"])
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
-    assert pauses == [internals.SUPERLINK_PULL_INTERVAL_S] * 3 and internals.SUPERLINK_PULL_INTERVAL_S <= 0.1
+    assert pauses == [fi.SUPERLINK_PULL_INTERVAL_S] * 3 and fi.SUPERLINK_PULL_INTERVAL_S <= 0.1
 
 
 # --- shim 7: Ray without pyarrow -----------------------------------------------------------

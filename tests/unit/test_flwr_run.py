@@ -116,6 +116,35 @@ def test_a_deployment_sends_each_client_to_its_node_and_loses_a_gone_one_at_once
     assert (clients, failures) == (3, 3)
 
 
+def test_a_failed_client_is_named_with_its_supernode_even_when_the_superlink_signs_the_error(caplog, task_identity):
+    # a SuperLink answers for a node that stopped heartbeating with an error reply from itself (node 1)
+    import logging
+
+    from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+    from sim.federation.sampling import RoundPlanner
+    from sim.federation.strategy import FedAvg
+
+    sizes = np.full(3, 10)
+    planner = RoundPlanner(num_clients=3, clients_per_round=3, eval_clients_per_round=0, seed=0, train_sizes=sizes,
+                           val_sizes=sizes, max_packs=3, packable=True)
+    strategy = FedAvg(planner=planner, observer=_Observer())
+    strategy.node_of_client = {0: 11, 1: 12, 2: 13}
+    sent = list(strategy.configure_train(1, ArrayRecord([np.zeros(2, dtype=np.float32)]), ConfigRecord(),
+                                         _Grid([11, 12])))  # node 13 has gone
+    by_node = {m.metadata.dst_node_id: m for m in sent}
+    ok = Message(RecordDict({"metrics": MetricRecord({"num-examples": 10, "clients": 1, "failures": 0})}),
+                 reply_to=by_node[11])
+    gone = Message(Error(code=0, reason="Node Unavailable — no heartbeat"), reply_to=by_node[12])
+    gone.metadata.__dict__["_src_node_id"] = 1  # as the SuperLink signs it (Metadata has no setter)
+    with caplog.at_level(logging.WARNING, logger="sim"):
+        _, clients, failures = strategy._sorted_replies([ok, gone])
+    assert (clients, failures) == (3, 2)
+    assert "clients [1] on SuperNode 12 failed: Node Unavailable — no heartbeat" in caplog.text
+    assert "clients [2] failed: no SuperNode serves them" in caplog.text
+    assert "clients []" not in caplog.text
+
+
 def test_a_deployment_aggregates_in_client_order_whatever_the_supernode_ids(monkeypatch):
     # a SuperLink numbers SuperNodes at random: the sum of the replies must not follow those numbers
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict

@@ -38,7 +38,7 @@ def test_a_dirichlet_split_that_cannot_be_drawn_is_one_line_naming_the_settings(
 def test_more_cpus_per_client_than_a_private_ray_has_is_refused():
     cpus = ray_cpu_count()
     assert cpus == int(cpus) >= 1
-    with pytest.raises(ConfigError, match=r"^resources\.client_cpus=\S+ is larger than the \d+ CPUs Ray finds"):
+    with pytest.raises(ConfigError, match=r"^resources\.client_cpus=\S+ is larger than the \d+ CPUs? Ray finds"):
         validate(compose_config(["dataset=synthetic", f"resources.client_cpus={int(cpus) + 1}"]))
     validate(compose_config(["dataset=synthetic", f"resources.client_cpus={int(cpus)}"]))  # exactly all: fits
     # declared CPUs (Ray may be given more than the machine has) or a cluster: not this machine's count
