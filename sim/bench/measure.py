@@ -66,7 +66,7 @@ class HarnessRun:
     max_processes: int  # most processes seen in one sample
     workers: int | None  # clients running at once, from the run's summary.json
     log_path: Path
-    cpu_at_row: list[tuple[int, float, float]] = field(default_factory=list)  # see `DriverCpu`
+    helper_cpu: list[tuple[int, float]] = field(default_factory=list)  # `HelperCpu.readings`
 
 
 def carries_tag(pid: int, tag: str) -> bool:
@@ -154,46 +154,39 @@ class ProcessTreeMemory:
         self.max_processes = max(self.max_processes, count)
 
 
-class DriverCpu:
-    """CPU seconds of the driver and of the processes it started outside Ray, read as rows land.
+class HelperCpu:
+    """CPU seconds of the processes the driver started outside Ray, read as history rows land.
 
-    `at_row()` gives (history rows written, driver CPU s, others' CPU s), read when a poll
-    first sees that many rows. The driver's figure covers all its threads (the trackers'
-    included); "others" are its descendants that are not Ray's (W&B's service process).
-    Subtracting two readings gives the CPU those processes spent over the rounds between
-    them: on a machine whose cores the workers keep busy, what any of it adds to a round
-    cannot exceed it.
+    `readings` holds (history rows written, CPU s of the driver's descendants that are
+    not Ray's: W&B's service process is one), read when a poll first sees that many rows.
+    The difference of two readings is what those processes spent over the rounds between.
     """
 
     def __init__(self, root_pid: int):
         self.root = psutil.Process(root_pid)
-        self.readings: list[tuple[int, float, float]] = []
-
-    @staticmethod
-    def _cpu(proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return times.user + times.system
+        self.readings: list[tuple[int, float]] = []
 
     def read(self, rows: int) -> None:
         """Note the CPU times now, if `rows` is a new row count."""
         if self.readings and self.readings[-1][0] == rows:
             return
+        spent = 0.0
         try:
-            driver = self._cpu(self.root)
-            others = 0.0
-            for child in self.root.children(recursive=True):
-                try:
-                    if "ray" not in " ".join(child.cmdline()).lower():
-                        others += self._cpu(child)
-                except psutil.Error:
-                    continue
+            children = self.root.children(recursive=True)
         except psutil.Error:
             return
-        self.readings.append((rows, driver, others))
+        for child in children:
+            try:
+                if "ray" not in " ".join(child.cmdline()).lower():
+                    times = child.cpu_times()
+                    spent += times.user + times.system
+            except psutil.Error:
+                continue
+        self.readings.append((rows, spent))
 
 
-def cpu_per_round_ms(readings: list[tuple[int, float, float]], first_round: int) -> tuple[float, float]:
-    """(driver, others) CPU ms per round over rounds >= `first_round` (nan when too few readings).
+def cpu_per_round_ms(readings: list[tuple[int, float]], first_round: int) -> float:
+    """CPU ms per round over rounds >= `first_round` of `HelperCpu.readings` (nan when too few readings).
 
     Row r + 1 of history.csv is round r's, so the rounds from `first_round` to the last
     one seen lie between the readings at `first_round` rows (or the next one read) and at
@@ -202,9 +195,8 @@ def cpu_per_round_ms(readings: list[tuple[int, float, float]], first_round: int)
     start = next((r for r in readings if r[0] >= first_round), None)
     end = readings[-1] if readings else None
     if start is None or end is None or end[0] <= start[0]:
-        return math.nan, math.nan
-    rounds = end[0] - start[0]
-    return 1000 * (end[1] - start[1]) / rounds, 1000 * (end[2] - start[2]) / rounds
+        return math.nan
+    return 1000 * (end[1] - start[1]) / (end[0] - start[0])
 
 
 def _history_rows(path: Path) -> int:
@@ -237,7 +229,7 @@ def run_harness(
         launched_wall = time.time()
         proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         memory = ProcessTreeMemory(proc.pid, tag)
-        cpu = DriverCpu(proc.pid)
+        helpers = HelperCpu(proc.pid)
         start_s = math.nan
         next_sample = 0.0
         try:
@@ -248,7 +240,7 @@ def run_harness(
                     next_sample = sampled + SAMPLE_DUTY * (time.perf_counter() - sampled)  # <= 1/SAMPLE_DUTY of a core
                 rows = _history_rows(history)
                 if rows:
-                    cpu.read(rows)
+                    helpers.read(rows)
                 if math.isnan(start_s) and rows >= 1:
                     start_s = history.stat().st_mtime - launched_wall  # the row's write time, not the poll's
                 if time.perf_counter() - launched > timeout:
@@ -276,7 +268,7 @@ def run_harness(
         max_processes=memory.max_processes,
         workers=summary.get("clients_at_once"),
         log_path=log_path,
-        cpu_at_row=cpu.readings,
+        helper_cpu=helpers.readings,
     )
 
 

@@ -13,11 +13,12 @@ every tracker of every run had started, and at least round 2), its ratio to
 `logger=none`'s, the median over repeats of each repeat's ratio (`paired_ratio`, which
 the target is judged on: the runs of one repeat follow each other, so a shared machine's
 drift between repeats cancels), the time the trackers' background thread spent per round
-(`trackers.json`: what logging itself cost, whichever thread paid for it), the CPU per
-round of the `python -m sim` process and of the processes it started outside Ray
-(`sim.bench.measure.DriverCpu`; W&B's service is one) and how much more that is than
-with `logger=none`, as a share of the round (`cpu_added_pct`: on a machine whose
-cores the workers keep busy, the most logging can add to a round), and the
+(`trackers.json`: what logging itself cost, whichever thread paid for it), the CPU
+that thread spent in the trackers per round, the CPU per round of the processes the
+driver started outside Ray (`sim.bench.measure.HelperCpu`; W&B's service is one), their
+sum less `logger=none`'s as a share of the round (`cpu_added_pct`: the CPU logging takes
+from a round whose cores the workers keep busy; unlike the round's wall time it does not
+swing by 10-20% between identical runs), and the
 largest relative difference of the history against `logger=none`'s (0: logging does not
 change the results). The target is printed, never asserted: a tracker adds under 2% to
 the round. Rows go to `<out>/trackers.csv` (default out: `results/bench/trackers-<date>-<time>/`).
@@ -98,11 +99,14 @@ def tracker_start_s(run_dir: Path) -> float:
     return sum(s.get("seconds", {}).get("start", 0.0) for s in state.values()) if state else math.nan
 
 
-def tracker_round_ms(run_dir: Path) -> float:
-    """Milliseconds the trackers' thread spent per logged round, all trackers together (nan: none)."""
+def tracker_round_ms(run_dir: Path, measure: str = "seconds") -> float:
+    """Milliseconds the trackers' thread spent per logged round, all trackers together (nan: none).
+
+    `measure`: "seconds" (wall time in the trackers' calls) or "cpu_seconds" (the thread's CPU time in them).
+    """
     state = tracker_state(run_dir)
     rounds = max((s.get("last_round", -1) + 1 for s in state.values()), default=0)
-    spent = sum(s.get("seconds", {}).get("round", 0.0) for s in state.values())
+    spent = sum(s.get(measure, {}).get("round", 0.0) for s in state.values())
     return 1000 * spent / rounds if rounds else math.nan
 
 
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"logger": name, "repeat": repeat, "returncode": result.returncode, "history": history,
                          "tracker_ms": tracker_round_ms(run_dir), "first_round": first_clean_round(run_dir),
                          "tracker_start_s": tracker_start_s(run_dir), "run_dir": run_dir,
-                         "cpu_at_row": result.cpu_at_row})
+                         "tracker_cpu_ms": tracker_round_ms(run_dir, "cpu_seconds"), "helper_cpu": result.helper_cpu})
     rows = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows)
@@ -132,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload {args.workload}, {args.rounds} rounds, {args.repeats} repeat(s); median round over rounds >= "
           f"{rows[0]['from_round']} of all repeats (every tracker had started by then); tracker_ms_per_round = the "
           f"trackers' background thread per round; tracker_start_s = their start-up, once per run")
-    print("driver_cpu_ms / others_cpu_ms = CPU per round of the `python -m sim` process (all its threads) and of "
-          "the processes it started outside Ray (W&B's service); cpu_added_pct = their sum less logger=none's, as a "
-          "share of logger=none's median round: what logging can add to a round whose cores the workers keep busy")
+    print("tracker_cpu_ms = the trackers' thread's CPU per round; helper_cpu_ms = CPU per round of the processes "
+          "the driver started outside Ray (W&B's service); cpu_added_pct = both less logger=none's, as a share of "
+          "logger=none's median round: the CPU logging takes from a round whose cores the workers keep busy")
     for row in rows[1:]:
         ok = row["paired_ratio"] <= TARGET_RATIO
         print(f"  logger={row['logger']}: round x{row['paired_ratio']:.3f} of logger=none (median over repeats of "
@@ -167,7 +171,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         })
     for row in rows:
         row["ratio"] = row["median_round_s"] / rows[0]["median_round_s"] if rows[0]["median_round_s"] else math.nan
-        added_ms = row["driver_cpu_ms"] + row["others_cpu_ms"] - rows[0]["driver_cpu_ms"] - rows[0]["others_cpu_ms"]
+        added_ms = (0.0 if row is rows[0] else row["tracker_cpu_ms"]) + row["helper_cpu_ms"] - rows[0]["helper_cpu_ms"]
         row["cpu_added_pct"] = 100 * added_ms / (1000 * rows[0]["median_round_s"]) if rows[0]["median_round_s"] \
             else math.nan
         paired = repeat_ratios(runs, row["logger"], first)
@@ -178,12 +182,12 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def cpu_columns(runs: list[dict[str, Any]], first: int) -> dict[str, float]:
-    """Median over `runs` of the driver's and its non-Ray processes' CPU ms per round (`measure.DriverCpu`)."""
-    per_run = [cpu_per_round_ms(r.get("cpu_at_row") or [], first) for r in runs]
-    driver = pd.Series([d for d, _ in per_run], dtype=float).dropna()
-    others = pd.Series([o for _, o in per_run], dtype=float).dropna()
-    return {"driver_cpu_ms": float(driver.median()) if len(driver) else math.nan,
-            "others_cpu_ms": float(others.median()) if len(others) else math.nan}
+    """Medians over `runs`: the trackers' thread CPU ms per round, and the CPU ms per round of the
+    processes the driver started outside Ray (`measure.HelperCpu`: W&B's service)."""
+    thread = pd.Series([r.get("tracker_cpu_ms", math.nan) for r in runs], dtype=float).dropna()
+    helpers = pd.Series([cpu_per_round_ms(r.get("helper_cpu") or [], first) for r in runs], dtype=float).dropna()
+    return {"tracker_cpu_ms": float(thread.median()) if len(thread) else math.nan,
+            "helper_cpu_ms": float(helpers.median()) if len(helpers) else math.nan}
 
 
 def repeat_ratios(runs: list[dict[str, Any]], name: str, first: int) -> pd.Series:

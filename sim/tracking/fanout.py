@@ -60,8 +60,8 @@ class Trackers:
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
-        """Each tracker's saved state (run id, last round logged, seconds spent per kind of event,
-        `ready_after_round`: the newest round that had ended when its start-up finished)."""
+        """Each tracker's saved state (run id, last round logged, seconds and thread CPU seconds spent
+        per kind of event, `ready_after_round`: the newest round that had ended when its start-up finished)."""
         return self._state
 
     def start(self, info: RunInfo) -> None:
@@ -115,7 +115,7 @@ class Trackers:
     def _call(self, name: str, kind: str, payload: Any) -> bool:
         """Hand one event to one tracker; drop the tracker if it raises. True if its state changed."""
         tracker, state = self._trackers[name], self._state.setdefault(name, {})
-        self._busy, started = name, time.perf_counter()
+        self._busy, started, cpu_started = name, time.perf_counter(), time.thread_time()
         try:
             if kind == "start":
                 held = tracker.start(payload, state)
@@ -146,6 +146,8 @@ class Trackers:
         finally:
             seconds = state.setdefault("seconds", {})  # time spent in the tracker per kind of event
             seconds[kind] = round(seconds.get(kind, 0.0) + time.perf_counter() - started, 6)
+            cpu = state.setdefault("cpu_seconds", {})  # the CPU this thread spent in it, the same way
+            cpu[kind] = round(cpu.get(kind, 0.0) + time.thread_time() - cpu_started, 6)
             self._busy = None
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -56,21 +57,21 @@ def test_the_target_is_judged_per_repeat_so_drift_between_repeats_cancels():
 def test_cpu_per_round_is_taken_between_the_readings_around_the_steady_rounds():
     from sim.bench.measure import cpu_per_round_ms
 
-    # (rows written, driver CPU s, others' CPU s); 4 rows was never read (two rows landed between polls)
-    readings = [(1, 0.5, 0.0), (2, 0.6, 0.0), (3, 0.7, 0.05), (5, 0.9, 0.1)]
-    driver, others = cpu_per_round_ms(readings, first_round=2)  # rounds 2-4: from 2 rows to 5
-    assert (driver, others) == (pytest.approx(100.0), pytest.approx(100 / 3))
-    assert all(v != v for v in cpu_per_round_ms(readings, first_round=4))  # 4 rows unread, 5 is the last: nan
-    assert all(v != v for v in cpu_per_round_ms(readings, first_round=6))  # nothing after: nan
-    assert all(v != v for v in cpu_per_round_ms([], first_round=2))
+    # (rows written, helper processes' CPU s); 4 rows was never read (two rows landed between polls)
+    readings = [(1, 0.0), (2, 0.0), (3, 0.05), (5, 0.1)]
+    assert cpu_per_round_ms(readings, first_round=2) == pytest.approx(100 / 3)  # rounds 2-4: from 2 rows to 5
+    assert cpu_per_round_ms(readings, first_round=3) == pytest.approx(25.0)
+    assert cpu_per_round_ms(readings, first_round=4) != cpu_per_round_ms(readings, first_round=4)  # 5 is the last
+    assert cpu_per_round_ms([], first_round=2) != cpu_per_round_ms([], first_round=2)  # nan
 
 
-def test_the_cpu_a_logger_adds_is_its_excess_over_logger_none_as_a_share_of_the_round():
-    def run(name, driver_s_per_round, others_s_per_round):
-        readings = [(k, driver_s_per_round * k, others_s_per_round * k) for k in range(1, 8)]
+def test_the_cpu_a_logger_adds_is_its_thread_and_helpers_over_logger_none_as_a_share_of_the_round():
+    def run(name, thread_ms, helper_s_per_round):
+        readings = [(k, helper_s_per_round * k) for k in range(1, 8)]
         return {"logger": name, "repeat": 0, "history": history([9.0, 9.0] + [0.5] * 5), "first_round": 2,
-                "tracker_ms": 1.0, "tracker_start_s": 0.1, "cpu_at_row": readings}
+                "tracker_ms": 1.0, "tracker_start_s": 0.1, "tracker_cpu_ms": thread_ms, "helper_cpu": readings}
 
-    rows = summarize([run("none", 0.050, 0.0), run("wandb", 0.052, 0.003)])
-    assert rows[0]["driver_cpu_ms"] == pytest.approx(50.0) and rows[1]["others_cpu_ms"] == pytest.approx(3.0)
-    assert rows[1]["cpu_added_pct"] == pytest.approx(100 * 0.005 / 0.5)  # 5 ms more CPU in a 0.5 s round: 1%
+    rows = summarize([run("none", math.nan, 0.001), run("wandb", 2.0, 0.004)])
+    assert rows[1]["tracker_cpu_ms"] == 2.0 and rows[1]["helper_cpu_ms"] == pytest.approx(4.0)
+    assert rows[0]["cpu_added_pct"] == 0
+    assert rows[1]["cpu_added_pct"] == pytest.approx(100 * 0.005 / 0.5)  # 2 + 4 - 1 ms in a 0.5 s round: 1%

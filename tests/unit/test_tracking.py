@@ -228,3 +228,25 @@ def test_the_state_says_which_rounds_ran_beside_a_trackers_start_up(tmp_path):
         trackers.log_round(row)
     trackers.close("FINISHED")
     assert json.loads((tmp_path / STATE_FILE).read_text())["slow"]["ready_after_round"] == 2
+
+
+class Busy(Recording):
+    """A tracker that computes for a while per round, then sleeps as long (a write that waits on the disk)."""
+
+    def log_round(self, step, metrics):
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:
+            pass
+        time.sleep(0.02)
+
+
+def test_the_state_keeps_the_time_and_the_cpu_each_kind_of_event_took(tmp_path):
+    """sim.bench.trackers reads both: wall time in the calls, and the CPU the trackers' thread spent there."""
+    trackers = Trackers({"busy": Busy()}, tmp_path / STATE_FILE)
+    trackers.start(RunInfo(tmp_path, "run"))
+    for row in ROWS[:3]:
+        trackers.log_round(row)
+    trackers.close("FINISHED")
+    state = json.loads((tmp_path / STATE_FILE).read_text())["busy"]
+    assert state["cpu_seconds"]["round"] >= 0.06  # 3 rounds of 20 ms computing
+    assert state["seconds"]["round"] >= state["cpu_seconds"]["round"] + 0.06  # and 20 ms sleeping each
