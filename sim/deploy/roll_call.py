@@ -55,11 +55,11 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> Ro
     if len(nodes) < num_clients:
         log.warning("%d of %d SuperNodes connected after %.0f s; the missing clients count as failures until "
                     "their SuperNodes join", len(nodes), num_clients, wait_s)
-    joiners = Roster(grid, num_clients, reply_s)
-    joiners.take(nodes, connected=set(nodes))
-    log.info("SuperNodes ready: %d of %d clients (%s)", len(joiners.node_of_client), num_clients,
-             ", ".join(f"{c}->{n}" for c, n in sorted(joiners.node_of_client.items())))
-    return joiners
+    roster = Roster(grid, num_clients, reply_s)
+    roster.take(nodes, connected=set(nodes))
+    log.info("SuperNodes ready: %d of %d clients (%s)", len(roster.node_of_client), num_clients,
+             ", ".join(f"{c}->{n}" for c, n in sorted(roster.node_of_client.items())))
+    return roster
 
 
 def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple[dict[int, list[int]], set[int]]:
