@@ -161,11 +161,12 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     parent = psutil.Process(proc.pid)
     seen: dict[int, psutil.Process] = {}
     extra: list[subprocess.Popen] = []
+    extra_procs: list[psutil.Process] = []
     killed = False
     try:
         deadline = time.monotonic() + 400
         while proc.poll() is None and time.monotonic() < deadline:
-            for root in (parent, *(psutil.Process(node.pid) for node in extra)):
+            for root in (parent, *extra_procs):
                 try:
                     seen.update({p.pid: p for p in root.children(recursive=True)})
                 except psutil.Error:
@@ -176,22 +177,23 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
                 for name, node_config in (("standby", f"partition-id=2 num-partitions=3 data-dir={where}"),
                                           ("bad", f"partition-id=7 num-partitions=3 data-dir={where}")):
                     extra.append(_start_extra_supernode(port, node_config, tmp_path, tmp_path / f"{name}.log"))
+                    extra_procs.append(psutil.Process(extra[-1].pid))  # kept: the pid may be reaped below
             dirs = run_dirs(tmp_path)
             serving = re.search(r"also hold partition-id=2, served by SuperNode (\d+)", " ".join("".join(lines).split()))
             if not killed and serving and dirs and _rows(dirs[0] / "history.csv") >= 2:  # rounds 0, 1 in
-                # the one of the two partition-2 nodes that serves client 2 (the lower Flower node id) is stopped
+                # of the two partition-2 nodes, the one serving client 2 is stopped (Flower's ids are random)
                 ours = _supernode(parent, 2)
                 assert ours is not None
                 node_ids = {_node_id(dirs[0] / "flower" / "supernode-2.log"): ours,
-                            _node_id(tmp_path / "standby.log"): psutil.Process(extra[0].pid)}
+                            _node_id(tmp_path / "standby.log"): extra_procs[0]}
                 stop_tree(node_ids[int(serving.group(1))])  # SIGTERM to the SuperNode and its ClientApp process
                 killed = True
             time.sleep(0.2)
         proc.wait(timeout=60)
         reader.join(timeout=10)
     finally:
-        for node in extra:  # started here, stopped here, by pid
-            stop_tree(psutil.Process(node.pid))
+        for node, node_proc in zip(extra, extra_procs):  # started here, stopped here, by pid
+            stop_tree(node_proc)  # a no-op for the standby if it was the one stopped mid-run
             node.wait(timeout=30)
     out = "".join(lines)
     flat = " ".join(out.split())  # the console wraps long lines
