@@ -17,8 +17,8 @@ drift between repeats cancels), the time the trackers' background thread spent p
 that thread spent in the trackers per round, the CPU per round of the processes the
 driver started outside Ray (`sim.bench.measure.HelperCpu`; W&B's service is one), their
 sum less `logger=none`'s as a share of the round (`cpu_added_pct`: the CPU logging takes
-from a round whose cores the workers keep busy; unlike the round's wall time it does not
-swing by 10-20% between identical runs), and the
+from a round whose cores the workers keep busy; the round's wall time swings by 10-20%
+between identical runs on a shared machine, the trackers' CPU far less), and the
 largest relative difference of the history against `logger=none`'s (0: logging does not
 change the results). The target is printed, never asserted: a tracker adds under 2% to
 the round. Rows go to `<out>/trackers.csv` (default out: `results/bench/trackers-<date>-<time>/`).
