@@ -101,15 +101,22 @@ def test_flwr_run_on_the_simulation_runtime_equals_python_m_sim(tmp_path, data_d
     assert not local_superlinks(home)
 
 
-def _supernode(parent: psutil.Process, partition_id: int) -> psutil.Process | None:
+def _flower_child(parent: psutil.Process, program: str, marker: str = "") -> tuple[psutil.Process, list[str]] | None:
+    """(process, command line) of the first `program` (e.g. flower-supernode) below `parent` whose
+    command line holds `marker`; None while there is none."""
     for proc in parent.children(recursive=True):
         try:
             cmdline = proc.cmdline()
         except psutil.Error:
             continue
-        if any("flower-supernode" in part for part in cmdline[:3]) and f"partition-id={partition_id} " in " ".join(cmdline):
-            return proc
+        if any(program in part for part in cmdline[:3]) and marker in " ".join(cmdline):
+            return proc, cmdline
     return None
+
+
+def _supernode(parent: psutil.Process, partition_id: int) -> psutil.Process | None:
+    found = _flower_child(parent, "flower-supernode", f"partition-id={partition_id} ")
+    return found[0] if found else None
 
 
 def _rows(history: Path) -> int:
@@ -118,14 +125,8 @@ def _rows(history: Path) -> int:
 
 def _superlink_port(parent: psutil.Process) -> int | None:
     """The port of the SuperLink `python -m sim.deploy` started (None until it runs)."""
-    for proc in parent.children(recursive=True):
-        try:
-            cmdline = proc.cmdline()
-        except psutil.Error:
-            continue
-        if any("flower-superlink" in part for part in cmdline[:3]) and "--port" in cmdline:
-            return int(cmdline[cmdline.index("--port") + 1])
-    return None
+    found = _flower_child(parent, "flower-superlink", "--port ")
+    return int(found[1][found[1].index("--port") + 1]) if found else None
 
 
 def _node_id(supernode_log: Path) -> int:
