@@ -19,6 +19,7 @@ reads the offline files (`offline_records`) to learn the last round they really 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import struct
 from pathlib import Path
@@ -31,6 +32,20 @@ FLUSH_INTERVAL_S = 2.0  # W&B writes its offline file this often (its default: 1
 _BLOCK, _HEADER = 32768, 7  # the .wandb file: LevelDB-log framing, 32 KiB blocks, 7-byte chunk headers
 
 
+def offline_files(run_dir: Path, run_id: str) -> list[Path]:
+    """The `.wandb` files of run `run_id` under `run_dir/wandb/`, oldest first.
+
+    W&B names a run's folder `offline-run-<YYYYmmdd_HHMMSS>-<id>`, and a folder of the same
+    run started within the same second `...-<id>-1`, `-2`, ...
+    """
+    pattern = re.compile(rf"offline-run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = []
+    for path in Path(run_dir, "wandb").glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb"):
+        if match := pattern.fullmatch(path.parent.name):
+            found.append(((match[1], int(match[2] or 0)), path))
+    return [path for _, path in sorted(found)]
+
+
 def offline_records(run_dir: Path, run_id: str) -> Iterator[Any]:
     """Every record of W&B run `run_id`'s offline files under `run_dir/wandb/`, oldest folder first.
 
@@ -41,7 +56,7 @@ def offline_records(run_dir: Path, run_id: str) -> Iterator[Any]:
     """
     from wandb.proto import wandb_internal_pb2
 
-    for path in sorted(Path(run_dir, "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")):
+    for path in offline_files(run_dir, run_id):
         data = path.read_bytes()
         if data[:4] != b":W&B":
             continue

@@ -135,12 +135,14 @@ def _node_id(supernode_log: Path) -> int:
 
 
 def _start_extra_supernode(port: int, node_config: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """A SuperNode started beside the deployment's own, on the same SuperLink."""
+    """A SuperNode started beside the deployment's own, on the same SuperLink, with a FLWR_HOME of its own:
+    Flower's FAB install makes the app folder before it copies the files in, so a second SuperNode
+    installing into the same home at the same moment sees the folder and loads a half-copied app."""
     with log.open("wb") as out:
         return subprocess.Popen(
             ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--host", "127.0.0.1",
              "--port", str(free_port()), "--node-config", node_config],
-            cwd=cwd, env=flwr_environment(flwr_home=cwd / ".flwr-extra"), stdout=out, stderr=subprocess.STDOUT,
+            cwd=cwd, env=flwr_environment(flwr_home=cwd / f".flwr-{log.stem}"), stdout=out, stderr=subprocess.STDOUT,
         )
 
 

@@ -24,7 +24,7 @@ from sim.run.history import HistoryWriter
 from sim.tracking import STATE_FILE, Trackers, check_logger
 from sim.tracking.base import RunInfo, Tracker
 from sim.tracking.fanout import build_trackers, open_trackers
-from sim.tracking.wandb_tracker import offline_records as wandb_records
+from sim.tracking.wandb_tracker import offline_files, offline_records as wandb_records
 
 LOGGERS = ("none", "tensorboard", "mlflow", "wandb", "many")
 ROWS = [  # history rows as RoundRecorder makes them (round 0: central evaluation only)
@@ -196,10 +196,25 @@ def test_real_trackers_read_back_and_resume_without_duplicates(tmp_path, monkeyp
     assert run.data.metrics["final_central_acc"] == 0.35
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["history.csv"]
     assert tensorboard_hparams(Path(resumed["tensorboard"]["log_dir"]))["num_clients"] == 100
-    segments = sorted((run_dir / "wandb").glob(f"offline-run-*-{state['wandb']['run_id']}"))
+    segments = offline_files(run_dir, state["wandb"]["run_id"])
     assert len(segments) == 2  # W&B offline: one folder per process, one run id
     config = [r.config for r in wandb_records(run_dir, state["wandb"]["run_id"]) if r.HasField("config")]
     assert any(u.key == "num_clients" and u.value_json == "100" for c in config for u in c.update)
+
+
+def test_wandb_offline_files_include_a_resume_within_the_same_second(tmp_path):
+    """W&B adds `-1`, `-2`, ... to a run's folder started in the same second as another of that run."""
+    names = ["offline-run-20261129_125022-ab12-1", "offline-run-20261129_125022-ab12",
+             "offline-run-20261129_125023-ab12", "offline-run-20261129_125022-ab12-10",
+             "offline-run-20261129_125022-ab12-2", "offline-run-20261129_125022-ab123"]  # the last: another run
+    for name in names:
+        folder = tmp_path / "wandb" / name
+        folder.mkdir(parents=True)
+        (folder / f"run-{name.split('-')[3]}.wandb").write_bytes(b":W&B")
+    assert [p.parent.name for p in offline_files(tmp_path, "ab12")] == [
+        "offline-run-20261129_125022-ab12", "offline-run-20261129_125022-ab12-1",
+        "offline-run-20261129_125022-ab12-2", "offline-run-20261129_125022-ab12-10",
+        "offline-run-20261129_125023-ab12"]
 
 
 class SlowStart(Recording):
