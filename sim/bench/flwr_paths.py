@@ -1,4 +1,4 @@
-"""`python -m sim.bench.flwr_paths`: one workload three ways, side by side in one run.
+"""`python -m sim.bench.flwr_paths`: one workload run the Flower ways, side by side in one run.
 
     python -m sim.bench.flwr_paths --dataset-path /path/to/cifar10.tar.gz --rounds 5
     python -m sim.bench.flwr_paths --quick                      # synthetic data, seconds per round
@@ -11,7 +11,9 @@ clients, all of them every round), one after another:
                                                                  `num-supernodes` = the harness's workers, so
                                                                  the same packs; the clients' CPUs and GPUs
                                                                  as `resources.client_cpus`/`client_gpus`)
-    deploy    `python -m sim.deploy --supernodes N`             (a SuperLink and one SuperNode per client)
+    deploy    `python -m sim.deploy --supernodes N`             (a SuperLink and one SuperNode per client,
+                                                                 ClientApps forked from a warm process)
+    deploy-fresh  the same with `--clientapps fresh`            (Flower's own: a new process per message)
 
 Per path: median round time over rounds >= 2 (`sim.bench.measure.median_round_s`), its
 ratio to `sim`, start to first round (launch to the round-0 row of history.csv, which
@@ -40,6 +42,7 @@ from sim.bench.measure import max_relative_difference, median_round_s
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, local_superlinks, stop_tree
 
 log = logging.getLogger("sim.bench")
+PATHS = ("sim", "flwr-run", "deploy", "deploy-fresh")
 
 
 def _run(command: list[str], cwd: Path, env: dict | None, history_glob: str, log_path: Path, timeout: float):
@@ -74,11 +77,12 @@ def simulation_resources(overrides: list[str]) -> str:
             f"client-resources-num-gpus={float(resources.client_gpus)}")
 
 
-def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeout: float) -> pd.DataFrame:
-    """The three paths on `overrides`; one row each."""
+def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeout: float,
+          paths: tuple[str, ...] = PATHS) -> pd.DataFrame:
+    """The paths (`PATHS`, or those of them in `paths`) on `overrides`; one row each, `sim` first."""
     rows, histories = [], {}
     glob = "results/*/*/history.csv"
-    for name in ("sim", "flwr-run", "deploy"):
+    for name in ["sim", *(p for p in paths if p != "sim")]:
         cwd = out / name
         cwd.mkdir(parents=True, exist_ok=True)
         env, home = None, cwd / ".flwr"
@@ -91,7 +95,8 @@ def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeou
                        f"overrides={json.dumps(' '.join(overrides))}",
                        "--federation-config", f"num-supernodes={workers} {simulation_resources(overrides)}"]
         else:
-            command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *overrides]
+            fresh = ["--clientapps", "fresh"] if name == "deploy-fresh" else []
+            command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *fresh, *overrides]
         log.info("%s: %s", name, " ".join(command))
         try:
             code, wall, start_s, run_dir = _run(command, cwd, env, glob, cwd / f"{name}.log", timeout)
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="SuperNodes of the Simulation Runtime (= sim's workers)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)} (sim always runs)")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s")
@@ -138,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     out = (args.out or PROJECT / "results" / "bench" / f"flwr-{datetime.now():%Y-%m-%d-%H-%M-%S}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=out))
-    overrides.append(f"dataset.data_dir={data_dir}")  # one cache for the three paths
-    table = bench(overrides, supernodes, args.workers, out, args.timeout)
+    overrides.append(f"dataset.data_dir={data_dir}")  # one cache for every path
+    table = bench(overrides, supernodes, args.workers, out, args.timeout, tuple(args.paths.split(",")))
     table.to_csv(out / "flwr_paths.csv", index=False)
     print(table.drop(columns=["run_dir"]).to_string(index=False))
     print(f"rows in {out / 'flwr_paths.csv'}")

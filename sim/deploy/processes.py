@@ -6,6 +6,7 @@
   unless the caller set one: Flower's Simulation Runtime calls `ray.init()` without an
   address, which attaches to any Ray cluster running on this machine (another run's, a
   test's) instead of starting its own.
+- `clientapp_module`: the module `[tool.flwr.app.components]` names for the ClientApp.
 - `free_port`: a loopback port nobody listens on now (tests and deployments run side by side).
 - `local_superlinks`: the SuperLinks `flwr run` started detached for one `FLWR_HOME`
   (found by their log file inside it, never by name alone), and `stop_tree` to end a
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import tomllib
 from pathlib import Path
 
 import psutil
@@ -42,6 +44,12 @@ def flwr_environment(base: dict[str, str] | None = None, flwr_home: Path | None 
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     return env
+
+
+def clientapp_module(project: Path = PROJECT) -> str:
+    """The module of the project's ClientApp (`[tool.flwr.app.components] clientapp = "module:attr"`)."""
+    components = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
+    return str(components["clientapp"]).split(":", 1)[0]
 
 
 def free_port() -> int:

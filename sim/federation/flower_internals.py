@@ -48,6 +48,15 @@ The shims:
    an Arrow object sent through Ray is then pickled like any other. The driver calls it
    before `ray.init`, and each worker of a run through `ray_worker_setup`, Ray's
    `worker_process_setup_hook` (`sim/federation/ray_runtime.py`), before its first task.
+8. **Warm ClientApp processes on a SuperNode** (`run_superexec_with_executor`). A
+   SuperNode's SuperExec (`run_superexec`) starts every ClientApp task through the executor
+   `get_executor` returns: Flower's `SubprocessExecutor` runs `flwr-clientapp` afresh each
+   time (3.5 s of imports per message here). The shim runs Flower's own `run_superexec`
+   with that module global returning the executor given (`sim/deploy/warm_exec.py`: tasks
+   forked from a process that imported the app's libraries once, each calling
+   `run_clientapp` as `flwr-clientapp` does). Task polling, tokens and the Runtime API
+   are Flower's. When the installed Flower differs from the pins, the SuperExec runs as
+   Flower has it (one warning): slower, the same results.
 """
 
 from __future__ import annotations
@@ -99,6 +108,17 @@ PINNED_SOURCES = {
     # shim 7: replaced in each Ray process by a function that registers nothing
     "ray._private.arrow_serialization:_register_custom_datasets_serializers":
         "f0ac1a8a50fec438ada9b4a00307778f45421b6eda7b34cd62f86015fdb17cd7",
+    # shim 8: run as is, with the module global `get_executor` it calls replaced while it runs
+    "flwr.supercore.superexec.run_superexec:run_superexec":
+        "91e7a33c5b898f33249c29d2058c57637ca7668a14c27296d2506dc98ac84f9b",
+    # shim 8: what a launch does (the interface our executor keeps; other task types still go here)
+    "flwr.supercore.superexec.executor.subprocess_executor:SubprocessExecutor.launch":
+        "83abf3dbe02281fdf384ef650928e34eccc073dadcf690d34e9cb0eaab46b56c",
+    # shim 8: called as `flwr-clientapp` calls it, in a forked process
+    "flwr.supernode.runtime.run_clientapp:run_clientapp":
+        "6ce09559f3a2f5dcafb7d08f4b443585d76b9b53b9cb29ba1ec06a6982163443",
+    "flwr.supernode.cli.flwr_clientapp:flwr_clientapp":
+        "9e02b412fb895b05a772a3b7d27af623d88819c21159264da48a9dd8117c1da0",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -424,6 +444,32 @@ def shorten_superlink_reply_poll() -> bool:
     log.info("SuperLink replies pulled every %.1f s, not every 3 s (sim/federation/flower_internals.py)",
              SUPERLINK_PULL_INTERVAL_S)
     return True
+
+
+# --- shim 8: warm ClientApp processes on a SuperNode ---------------------------------------
+
+_SUPEREXEC = "flwr.supercore.superexec.run_superexec"
+WARM_EXEC_SHIM = [
+    f"{_SUPEREXEC}:run_superexec",
+    "flwr.supercore.superexec.executor.subprocess_executor:SubprocessExecutor.launch",
+    "flwr.supernode.runtime.run_clientapp:run_clientapp",
+    "flwr.supernode.cli.flwr_clientapp:flwr_clientapp",
+]
+
+
+def run_superexec_with_executor(executor: Any, *, runtime_api_address: str, insecure: bool,
+                                root_certificates_path: str | None, parent_pid: int | None) -> None:
+    """Flower's SuperExec loop for one SuperNode's Runtime API, launching tasks through `executor`.
+
+    Does not return (Flower's loop ends the process on SIGTERM or when `parent_pid` exits).
+    With a Flower other than the pinned one, runs Flower's loop with its own executor.
+    """
+    module = import_module(_SUPEREXEC)
+    if _usable("flwr", WARM_EXEC_SHIM, "warm ClientApp executor"):
+        module.get_executor = lambda *args, **kwargs: executor
+    module.run_superexec(runtime_api_address=runtime_api_address, insecure=insecure,
+                         root_certificates_path=root_certificates_path, parent_pid=parent_pid,
+                         runtime_dependency_install=False)
 
 
 # --- shim 7: Ray without pyarrow ----------------------------------------------------------

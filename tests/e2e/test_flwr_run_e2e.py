@@ -219,5 +219,8 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     assert "refused: partition-id=7 is out of range: must be 0..2" in flat, out[-3000:]
     assert "cannot serve the run: partition-id=7 is out of range" in (tmp_path / "bad.log").read_text()
     assert (run_dir / "summary.json").exists() and (run_dir / "curves.png").exists()
-    assert still_alive(list(seen.values())) == []
+    # the helper's SuperNodes ran their ClientApps forked from a warm template (sim.deploy.warm_exec)
+    for k in range(3):
+        assert "forked from the warm template" in (run_dir / "flower" / f"superexec-{k}.log").read_text()
+    assert still_alive(list(seen.values())) == []  # the templates (forkservers) and their tasks included
     assert not (REPO / ".flwr").exists() or not any((REPO / ".flwr").glob("deploy-*"))

@@ -1,0 +1,141 @@
+"""`python -m sim.deploy.warm_exec`: Flower's SuperExec for one SuperNode, with warm ClientApp processes.
+
+    flower-supernode --isolation process --host 127.0.0.1 --port 9094 ...   # runs no ClientApp itself
+    python -m sim.deploy.warm_exec --runtime-api-address 127.0.0.1:9094 --insecure --parent-pid <its pid>
+
+A SuperNode in Flower's default isolation (`subprocess`) starts `flower-superexec`, which
+starts a fresh `flwr-clientapp` process for every message: Python, Flower, torch and the
+app are imported each time, about 3.5 s of CPU here before any training, for every client
+of every round. This process is that SuperExec (Flower's own `run_superexec` loop: the same
+task polling, tokens and Runtime API), with one change: a ClientApp task is run by Flower's
+own `run_clientapp` in a process forked from a template that imported the ClientApp's module
+once (`multiprocessing`'s forkserver, preloading `sim.deploy.warm_template`: torch, Flower,
+Hydra come with it). Each task still gets a process of its own, started from the same state, so what
+it computes is what a fresh `flwr-clientapp` computes. The app code itself is not reused:
+each task first forgets this project's modules, so it imports the app from the FAB Flower
+installed for its run, as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs that install dependencies at
+run time, go to Flower's own `SubprocessExecutor`. `sim.deploy` starts one per SuperNode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import sys
+from typing import Any, Callable
+
+import sim  # noqa: F401  (offline environment first)
+from sim.federation.flower_internals import run_superexec_with_executor
+
+APP_PACKAGE = "sim"  # this project's top-level package: imported by every task from its FAB, never kept
+TEMPLATE_MODULE = "sim.deploy.warm_template"  # the forkserver imports it once: the warm-up
+log = logging.getLogger("sim.deploy.warm_exec")
+
+
+def forget_app_modules(package: str = APP_PACKAGE) -> list[str]:
+    """Drop `package` and its submodules from `sys.modules` (the libraries they imported stay loaded)."""
+    names = [name for name in sys.modules if name == package or name.startswith(package + ".")]
+    for name in names:
+        del sys.modules[name]
+    return names
+
+
+def run_task(runtime_api_address: str, token: str, insecure: bool, root_certificates_path: str | None,
+             parent_pid: int | None, runner: Callable[..., None] | None = None) -> None:
+    """One ClientApp task in a forked process: `runner` (Flower's `run_clientapp`) called as `flwr-clientapp` calls it."""
+    from flwr.supercore.tls import validate_and_resolve_root_certificates
+
+    if runner is None:
+        from flwr.supernode.runtime.run_clientapp import run_clientapp as runner
+    forget_app_modules()  # the template's copy (and this module): the task imports the app from its FAB
+    runner(
+        runtime_api_address=runtime_api_address,
+        token=token,
+        insecure=insecure,
+        certificates=validate_and_resolve_root_certificates(root_certificates_path, insecure),
+        parent_pid=parent_pid,
+        runtime_dependency_install=False,
+    )
+
+
+class WarmClientAppExecutor:
+    """Flower's executor interface (`flwr.supercore.superexec.executor.types.Executor`): ClientApp tasks
+    forked from a warm template, everything else handed to Flower's `SubprocessExecutor`."""
+
+    def __init__(self, runner: Callable[..., None] | None = None):
+        from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+
+        self._runner = runner  # what a task calls (default: Flower's run_clientapp); a module-level function
+        self._fallback = SubprocessExecutor()
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload([TEMPLATE_MODULE])
+        self._running: list[Any] = []
+        self._broken = False
+        self._forked = False
+
+    def start(self) -> None:
+        """Start the template now (its imports take seconds), not at the first task."""
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+    def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):
+        """Every task type can start at once (as for Flower's subprocess executor)."""
+        return self._fallback.get_eligible_capacity(supported_task_types, insecure=insecure,
+                                                    root_certificates_path=root_certificates_path)
+
+    def wait_for_capacity(self, task_type=None, *, fab_hash=None, insecure=False, root_certificates_path=None):
+        """No capacity gate."""
+
+    def launch(self, spec):
+        """Fork a ClientApp task from the template; any other task (or a run that installs
+        dependencies at run time) starts as Flower starts it."""
+        from flwr.supercore.constant import TaskType
+        from flwr.supercore.superexec.executor.types import LaunchResult
+
+        if self._broken or spec.task_type != TaskType.CLIENT_APP or spec.runtime_dependency_install:
+            return self._fallback.launch(spec)
+        process = self._context.Process(
+            target=run_task, name=f"flwr-clientapp-{spec.task_id}", daemon=False,
+            args=(spec.runtime_api_address, spec.token, spec.insecure, spec.root_certificates_path, spec.parent_pid,
+                  self._runner),
+        )
+        try:
+            process.start()
+        except (OSError, EOFError) as err:  # the template died (its warm-up failed): Flower's way from now on
+            self._broken = True
+            log.warning("warm ClientApp template unusable (%s: %s); starting flwr-clientapp afresh per task",
+                        type(err).__name__, err)
+            return self._fallback.launch(spec)
+        if not self._forked:
+            self._forked = True
+            log.info("ClientApp tasks are forked from the warm template %s (first: pid %d)", TEMPLATE_MODULE, process.pid)
+        self._running.append(process)
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        """Reap finished task processes."""
+        self._running = [p for p in self._running if p.is_alive()]
+
+    def close(self) -> None:
+        """Nothing to release: running tasks finish on their own, and end with their SuperNode."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the same connection flags as `flower-superexec`; run Flower's SuperExec loop with warm ClientApps."""
+    parser = argparse.ArgumentParser(prog="python -m sim.deploy.warm_exec", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runtime-api-address", required=True, help="the SuperNode's Runtime API (its --host:--port)")
+    parser.add_argument("--insecure", action="store_true", help="connect without TLS (loopback)")
+    parser.add_argument("--root-certificates", default=None, help="PEM CA file, when not --insecure")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[sim.deploy.warm_exec] %(message)s")
+    executor = WarmClientAppExecutor()
+    executor.start()
+    run_superexec_with_executor(executor, runtime_api_address=args.runtime_api_address, insecure=args.insecure,
+                                root_certificates_path=args.root_certificates, parent_pid=args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""A stand-in for Flower's `run_clientapp` in tests of `sim.deploy.warm_exec`: it records the state it
+was started in (a module-level function, so the forkserver can import it by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def record(*, runtime_api_address: str, token: str, insecure: bool, certificates, parent_pid,
+           runtime_dependency_install: bool) -> None:
+    """Write what a forked task sees to the file named by `token` (tests pass a path as the token)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    state = {
+        "pid": os.getpid(), "parent": os.getppid(), "address": runtime_api_address, "insecure": insecure,
+        "app_modules": sorted(m for m in sys.modules if m == "sim" or m.startswith("sim.")),
+        "torch_loaded": "torch" in sys.modules,
+        "pickup_loop": vce_api.add_messages_to_queue.__module__,  # Flower's own unless a shim leaked from the template
+        "runtime_dependency_install": runtime_dependency_install,
+    }
+    tmp = Path(token).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(token)
