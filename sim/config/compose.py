@@ -76,7 +76,12 @@ def new_run(overrides: list[str], base: Path) -> tuple[DictConfig, Path]:
     return full, run_dir
 
 
+def client_config_text(overrides: str) -> str:
+    """The config a client needs, as YAML (interpolations kept): composed once, by the server, for every message."""
+    return OmegaConf.to_yaml(compose_config(split_overrides(overrides)))
+
+
 @lru_cache(maxsize=4)
-def client_config_for(overrides: str, base: str) -> DictConfig:
-    """The config a client process needs (composed once per process and overrides string)."""
-    return absolute_paths(compose_config(split_overrides(overrides)), Path(base))
+def client_config_from(text: str, base: str) -> DictConfig:
+    """`client_config_text`'s config read back, its paths made absolute under `base` (cached per process)."""
+    return absolute_paths(OmegaConf.create(text), Path(base))

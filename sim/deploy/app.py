@@ -7,7 +7,8 @@ started by Flower instead of by the harness:
   `overrides` (`sim.config.compose`), validates it, writes the run directory under the working
   directory of the process Flower runs it in (the SuperLink's), loads data and partition,
   and runs the configured strategy on Flower's grid with the same `RoundRecorder`.
-- **ClientApp** (`client_app`): each process composes the same config once and loads the
+- **ClientApp** (`client_app`): each process reads the config the server composed (sent as
+  YAML in every message, so no client runs Hydra) and loads the
   cached arrays and the partition manifest itself (`ConfigData`), so nothing is shared
   through Ray: the same code serves the Simulation Runtime's virtual SuperNodes and real
   SuperNodes started with `--node-config "partition-id=... num-partitions=... data-dir=..."`.
@@ -35,7 +36,7 @@ from sim.federation.client_app import build_client_app
 from sim.federation.client_data import ClientData
 from sim.federation.client_settings import ClientSettings
 from sim.federation.flower_internals import remove_message_pickup_floor, shorten_superlink_reply_poll
-from sim.config.compose import absolute_paths, client_config_for, new_run, split_overrides
+from sim.config.compose import absolute_paths, client_config_from, client_config_text, new_run, split_overrides
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
 from sim.run.history import HistoryWriter
@@ -61,8 +62,9 @@ def _log_to_stdout(verbose: bool) -> None:
 
 
 def message_config(overrides: str, base: Path) -> ConfigRecord:
-    """What a client needs to compose the run's config, and so its data and settings, itself."""
-    return ConfigRecord({"overrides": overrides, "base-dir": str(base)})
+    """What a client needs for the run's data and settings: the composed config (YAML, composed here once
+    rather than by Hydra in every client process) and the base directory of its relative paths."""
+    return ConfigRecord({"overrides": overrides, "config": client_config_text(overrides), "base-dir": str(base)})
 
 
 def _wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
@@ -140,14 +142,14 @@ def serve(grid: Grid, context: Context) -> Path:
 
 
 @lru_cache(maxsize=1)
-def _client_side(overrides: str, base: str) -> tuple[ClientData, ClientSettings]:
-    """The run's arrays and client settings, from its config composed in this process (once per run)."""
-    cfg, data, partition = load_data(client_config_for(overrides, base))  # cfg now holds the data's stats
+def _client_side(config_text: str, base: str) -> tuple[ClientData, ClientSettings]:
+    """The run's arrays and client settings, from the config the server sent (read once per process and run)."""
+    cfg, data, partition = load_data(client_config_from(config_text, base))  # cfg now holds the data's stats
     return ClientData.from_parts(data.train_images, data.train_labels, partition), ClientSettings.from_config(cfg)
 
 
 class ConfigData:
-    """A client's data and settings, composed in its own process from the message's overrides.
+    """A client's data and settings, loaded in its own process from the config in the message.
 
     Both are cached per process (`_client_side`), not on the instance: Flower's Simulation
     Runtime sends the ClientApp, and so this object, to its workers with every message.
@@ -155,8 +157,8 @@ class ConfigData:
 
     @staticmethod
     def _key(config: ConfigRecord, context: Context) -> tuple[str, str]:
-        """(overrides, base directory); a SuperNode's `data-dir` replaces the server's base."""
-        return str(config["overrides"]), str(context.node_config.get("data-dir", config["base-dir"]))
+        """(config YAML, base directory); a SuperNode's `data-dir` replaces the server's base."""
+        return str(config["config"]), str(context.node_config.get("data-dir", config["base-dir"]))
 
     def for_message(self, config: ConfigRecord, context: Context) -> ClientData:
         """The arrays of the run named in `config`."""

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import compose_config
-from sim.config.compose import absolute_paths, new_run, split_overrides
+from sim.config.compose import absolute_paths, client_config_from, client_config_text, new_run, split_overrides
 from sim.config.compose import compose_config as compose_for_flwr
 from sim.deploy.launcher import check_config, main as deploy_main, run_overrides
 from sim.deploy.roll_call import node_problem
@@ -28,6 +28,18 @@ def test_overrides_compose_exactly_as_the_command_line(tmp_path):
     assert run_dir.parent.parent == tmp_path / "results"
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml") == cfg
     assert list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) == overrides
+
+
+@pytest.mark.parametrize("overrides", [
+    "", "dataset=synthetic num_rounds=3 client.lr=1e-05", "model=resnet18 partition=dirichlet partition.alpha=0.3",
+    "strategy=fedprox 'dataset.path=\"/data/my set.zip\"' dataset=folder",
+])
+def test_the_config_sent_to_clients_is_the_one_they_would_compose(tmp_path, overrides):
+    """Clients read the server's composed config (YAML in the message) instead of running Hydra each."""
+    sent = client_config_from(client_config_text(overrides), str(tmp_path))
+    composed = absolute_paths(compose_for_flwr(split_overrides(overrides)), tmp_path)
+    assert OmegaConf.to_container(sent, resolve=False) == OmegaConf.to_container(composed, resolve=False)
+    assert OmegaConf.to_container(sent, resolve=True) == OmegaConf.to_container(composed, resolve=True)
 
 
 def test_relative_paths_start_at_the_base_directory(tmp_path):
