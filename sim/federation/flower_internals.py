@@ -55,8 +55,11 @@ The shims:
    with that module global returning the executor given (`sim/deploy/warm_exec.py`: tasks
    forked from a process that imported the app's libraries once, each calling
    `run_clientapp` as `flwr-clientapp` does). Task polling, tokens and the Runtime API
-   are Flower's. When the installed Flower differs from the pins, the SuperExec runs as
-   Flower has it (one warning): slower, the same results.
+   are Flower's. `run_clientapp` unzips the run's FAB and checks its hashes for every task
+   before it sees the app installed; in the template `install_fabs_once` makes it return
+   the installed folder at once (what Flower returns after the unzip). When the installed
+   Flower differs from the pins, both run as Flower has them (one warning): slower, the
+   same results.
 """
 
 from __future__ import annotations
@@ -119,6 +122,14 @@ PINNED_SOURCES = {
         "6ce09559f3a2f5dcafb7d08f4b443585d76b9b53b9cb29ba1ec06a6982163443",
     "flwr.supernode.cli.flwr_clientapp:flwr_clientapp":
         "9e02b412fb895b05a772a3b7d27af623d88819c21159264da48a9dd8117c1da0",
+    # shim 8: `run_clientapp` calls it (a module global) for every task; it unzips and re-hashes the FAB
+    # before `validate_and_install` notices the app folder `get_project_dir` names is there already
+    "flwr.cli.install:install_from_fab":
+        "481bd04cde5823220658a8a3e84e827a5ef38254223972e4e14c4cb3968e917e",
+    "flwr.cli.install:validate_and_install":
+        "628b69fb852ae8584e978595f2e8451175a3e60acbad678df3f8e08fe27f13c6",
+    "flwr.common.config:get_project_dir":
+        "155c70517e73e59826aed10b3e3a0ba06e02feb3573fee44d23a32798edb632c",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -454,7 +465,11 @@ WARM_EXEC_SHIM = [
     "flwr.supercore.superexec.executor.subprocess_executor:SubprocessExecutor.launch",
     "flwr.supernode.runtime.run_clientapp:run_clientapp",
     "flwr.supernode.cli.flwr_clientapp:flwr_clientapp",
+    "flwr.cli.install:install_from_fab",
+    "flwr.cli.install:validate_and_install",
+    "flwr.common.config:get_project_dir",
 ]
+_RUN_CLIENTAPP = "flwr.supernode.runtime.run_clientapp"
 
 
 def run_superexec_with_executor(executor: Any, *, runtime_api_address: str, insecure: bool,
@@ -470,6 +485,42 @@ def run_superexec_with_executor(executor: Any, *, runtime_api_address: str, inse
     module.run_superexec(runtime_api_address=runtime_api_address, insecure=insecure,
                          root_certificates_path=root_certificates_path, parent_pid=parent_pid,
                          runtime_dependency_install=False)
+
+
+def install_fab_once(fab_file: Any, install_dir: Any = None, skip_prompt: bool = False) -> Any:
+    """Flower's `install_from_fab`, returning at once when this FAB (bytes) is installed already.
+
+    The app folder is the one Flower's `validate_and_install` would make and then find
+    (`get_project_dir` of the FAB's publisher/name, version and SHA-256), read from the
+    FAB's `pyproject.toml` without unzipping the rest; anything else goes to Flower's.
+    """
+    from flwr.common.config import get_metadata_from_config, get_project_dir
+
+    if isinstance(fab_file, bytes) and install_dir is None:
+        import hashlib
+        import io
+        import tomllib
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(fab_file)) as archive:
+                config = tomllib.loads(archive.read("pyproject.toml").decode())
+            fab_id, version = get_metadata_from_config(config)
+            path = get_project_dir(fab_id, version, hashlib.sha256(fab_file).hexdigest())
+        except (KeyError, ValueError, zipfile.BadZipFile, tomllib.TOMLDecodeError):
+            path = None  # Flower's own install says what is wrong with it
+        if path is not None and path.is_dir():
+            return path
+    return original("flwr.cli.install:install_from_fab")(fab_file, install_dir, skip_prompt)
+
+
+def install_fabs_once() -> bool:
+    """Make this process's (and its forks') `run_clientapp` skip re-installing a FAB it has; False when
+    the installed Flower is not the one pinned (left as it is, with one warning)."""
+    if not _usable("flwr", WARM_EXEC_SHIM, "warm ClientApp executor"):
+        return False
+    import_module(_RUN_CLIENTAPP).install_from_fab = install_fab_once
+    return True
 
 
 # --- shim 7: Ray without pyarrow ----------------------------------------------------------

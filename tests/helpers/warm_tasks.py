@@ -13,6 +13,7 @@ def record(*, runtime_api_address: str, token: str, insecure: bool, certificates
            runtime_dependency_install: bool) -> None:
     """Write what a forked task sees to the file named by `token` (tests pass a path as the token)."""
     from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.supernode.runtime import run_clientapp
 
     state = {
         "pid": os.getpid(), "parent": os.getppid(), "address": runtime_api_address, "insecure": insecure,
@@ -20,6 +21,7 @@ def record(*, runtime_api_address: str, token: str, insecure: bool, certificates
         "torch_loaded": "torch" in sys.modules,
         "pickup_loop": vce_api.add_messages_to_queue.__module__,  # Flower's own unless a shim leaked from the template
         "runtime_dependency_install": runtime_dependency_install,
+        "install_from_fab": run_clientapp.install_from_fab.__name__,  # what the task's run_clientapp installs with
     }
     tmp = Path(token).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))

@@ -107,3 +107,49 @@ def test_superexec_runs_flowers_loop_with_our_executor_only_on_the_pinned_flower
     assert flower_as_pinned or isinstance(seen["executor"], SubprocessExecutor)
     assert seen["runtime_api_address"] == "127.0.0.1:9094" and seen["parent_pid"] == 12
     assert seen["runtime_dependency_install"] is False
+
+
+def _tiny_fab(root, body: str = "server = client = None\n") -> bytes:
+    """The FAB of a two-file Flower App, built by Flower's own `build_fab_from_disk`."""
+    from flwr.cli.build import build_fab_from_disk
+
+    (root / "tinyapp").mkdir(parents=True)
+    (root / "tinyapp" / "__init__.py").write_text("")
+    (root / "tinyapp" / "app.py").write_text(body)
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "tinyapp"\nversion = "1.0.0"\ndependencies = []\nlicense = "Apache-2.0"\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
+        '[tool.flwr.app]\npublisher = "tester"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "tinyapp.app:server"\nclientapp = "tinyapp.app:client"\n\n'
+        '[tool.flwr.app.config]\n'
+    )
+    return build_fab_from_disk(root)
+
+
+def test_an_installed_fab_is_found_without_unzipping_it_again(tmp_path, monkeypatch):
+    """The folder returned is the one Flower's own install made; Flower is called only when it is not there."""
+    from flwr.cli import install
+
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    fab = _tiny_fab(tmp_path / "app")
+    installed = install.install_from_fab(fab, skip_prompt=True)  # Flower's own, the first task's
+    assert (installed / "tinyapp" / "app.py").is_file()
+    calls = []
+    monkeypatch.setattr(install, "install_from_fab", lambda *args: calls.append(args) or "flower's")
+    assert flower_internals.install_fab_once(fab, None, True) == installed and calls == []
+    changed = _tiny_fab(tmp_path / "changed", "server = client = 1234\n")  # another FAB: not installed
+    assert flower_internals.install_fab_once(changed, None, True) == "flower's" and len(calls) == 1
+    assert flower_internals.install_fab_once(fab, tmp_path / "elsewhere", True) == "flower's"  # another target
+
+
+def test_forked_tasks_find_installed_fabs_at_once(tmp_path):
+    """The template installs the shortcut; every task forked from it inherits it."""
+    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor.start()
+    out = tmp_path / "task.json"
+    executor.launch(_spec(token=str(out)))
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(out.read_text())["install_from_fab"] == "install_fab_once"
