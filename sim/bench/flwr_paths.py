@@ -12,8 +12,9 @@ clients, all of them every round), one after another:
                                                                  the same packs; the clients' CPUs and GPUs
                                                                  as `resources.client_cpus`/`client_gpus`)
     deploy    `python -m sim.deploy --supernodes N`             (a SuperLink and one SuperNode per client,
-                                                                 ClientApps forked from a warm process)
-    deploy-fresh  the same with `--clientapps fresh`            (Flower's own: a new process per message)
+                                                                 fast polls, ClientApps forked warm)
+    deploy-flower  the same with `--nodes flower`              (Flower's own SuperNodes: 3 s polls,
+                                                                 a new process per message)
 
 Per path: median round time over rounds >= 2 (`sim.bench.measure.median_round_s`), its
 ratio to `sim`, start to first round (launch to the round-0 row of history.csv, which
@@ -42,7 +43,7 @@ from sim.bench.measure import max_relative_difference, median_round_s
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, local_superlinks, stop_tree
 
 log = logging.getLogger("sim.bench")
-PATHS = ("sim", "flwr-run", "deploy", "deploy-fresh")
+PATHS = ("sim", "flwr-run", "deploy", "deploy-flower")
 
 
 def _run(command: list[str], cwd: Path, env: dict | None, history_glob: str, log_path: Path, timeout: float):
@@ -95,8 +96,8 @@ def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeou
                        f"overrides={json.dumps(' '.join(overrides))}",
                        "--federation-config", f"num-supernodes={workers} {simulation_resources(overrides)}"]
         else:
-            fresh = ["--clientapps", "fresh"] if name == "deploy-fresh" else []
-            command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *fresh, *overrides]
+            own = ["--nodes", "flower"] if name == "deploy-flower" else []
+            command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *own, *overrides]
         log.info("%s: %s", name, " ".join(command))
         try:
             code, wall, start_s, run_dir = _run(command, cwd, env, glob, cwd / f"{name}.log", timeout)

@@ -10,9 +10,11 @@ and shows the rounds as they land in `history.csv`. The run directory is the one
 `python -m sim` would write; the SuperLink's and each SuperNode's log go to its
 `flower/` folder. Every process it started is stopped by pid at the end, on
 error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` (under
-`$FLWR_HOME` when set) for the run's duration. Each SuperNode's ClientApps are forked from
-a process that imported the app once (`sim.deploy.warm_exec`); `--clientapps fresh` lets
-Flower start a new `flwr-clientapp` per message instead (3.5 s of imports each, here). `num_clients` defaults to N (each
+`$FLWR_HOME` when set) for the run's duration. The SuperNodes are Flower's, run by
+`sim.deploy.supernode` (polls every 0.2 s, not 3 s) with `sim.deploy.warm_exec` as their
+SuperExec (each ClientApp forked from a process that imported the app once); `--nodes
+flower` starts `flower-supernode` as Flower runs it (a new `flwr-clientapp` per message,
+3.5 s of imports each, here). `num_clients` defaults to N (each
 SuperNode is one client), and
 `clients_per_round` / `eval_clients_per_round` to min(their default, N).
 """
@@ -79,9 +81,9 @@ class Deployment:
     """A SuperLink and SuperNodes on loopback, every process remembered by pid."""
 
     def __init__(self, supernodes: int, base: Path, logs: Path, env: dict[str, str] | None = None,
-                 warm: bool = True):
+                 fast: bool = True):
         self.supernodes = supernodes
-        self.warm = warm  # ClientApps forked from a warm process (sim.deploy.warm_exec), not started afresh
+        self.fast = fast  # sim.deploy.supernode + warm_exec (fast polls, warm ClientApps), not Flower's own
         self.base = base
         self.logs = logs
         self.port = free_port()
@@ -117,17 +119,19 @@ class Deployment:
                  ", ".join(str(p.pid) for p in self.nodes))
 
     def start_supernode(self, k: int, node_config: str | None = None) -> subprocess.Popen:
-        """SuperNode `k` (client k), with its own Runtime API port; with `warm`, its SuperExec is
-        `sim.deploy.warm_exec` (ClientApps forked from a warm process) instead of Flower's own."""
+        """SuperNode `k` (client k), with its own Runtime API port. With `fast`: `sim.deploy.supernode`
+        (Flower's SuperNode, polling every 0.2 s) and, as its SuperExec, `sim.deploy.warm_exec`
+        (ClientApps forked from a warm process); else `flower-supernode` as Flower runs it."""
         if node_config is None:
             node_config = f"partition-id={k} num-partitions={self.supernodes} data-dir={json.dumps(str(self.base))}"
         runtime_port = free_port()
+        command = [sys.executable, "-m", "sim.deploy.supernode"] if self.fast else ["flower-supernode"]
         node = self._start(f"supernode-{k}", [
-            "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
+            *command, "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(runtime_port), "--node-config", node_config,
-            *(["--isolation", "process"] if self.warm else []),
+            *(["--isolation", "process"] if self.fast else []),
         ])
-        if self.warm:
+        if self.fast:
             self._start(f"superexec-{k}", [
                 sys.executable, "-m", "sim.deploy.warm_exec", "--runtime-api-address", f"127.0.0.1:{runtime_port}",
                 "--insecure", "--parent-pid", str(node.pid),
@@ -201,16 +205,17 @@ def _latest(history: Path) -> tuple[int, float | None]:
     return int(row["round"]), (float(acc) if acc else None)
 
 
-def deploy(supernodes: int, user_overrides: list[str], base: Path, warm: bool = True) -> Path:
+def deploy(supernodes: int, user_overrides: list[str], base: Path, fast: bool = True) -> Path:
     """Run the experiment on a fresh deployment; returns the run directory (raises on failure).
 
-    `warm`: each SuperNode's ClientApps are forked from a warm process (`sim.deploy.warm_exec`);
-    else Flower starts a fresh `flwr-clientapp` per message."""
+    `fast`: SuperNodes that poll every 0.2 s and fork their ClientApps from a warm process
+    (`sim.deploy.supernode`, `sim.deploy.warm_exec`); else Flower's own, a fresh
+    `flwr-clientapp` per message."""
     overrides = run_overrides(user_overrides, supernodes)
     cfg, run_dir = check_config(overrides, supernodes)
     run_dir = (base / run_dir).resolve()
     overrides = [*overrides, f"hydra.run.dir={run_dir}"]
-    deployment = Deployment(supernodes, base, logs=run_dir / "flower", warm=warm)
+    deployment = Deployment(supernodes, base, logs=run_dir / "flower", fast=fast)
     try:
         deployment.start()
         print(f"run directory: {run_dir}", flush=True)
@@ -242,16 +247,17 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernodes", type=int, required=True, help="SuperNodes to start (one client each)")
-    parser.add_argument("--clientapps", choices=("warm", "fresh"), default="warm",
-                        help="warm: forked from a process that imported the app once (default); "
-                             "fresh: a new flwr-clientapp process per message, as Flower starts them")
+    parser.add_argument("--nodes", choices=("fast", "flower"), default="fast",
+                        help="fast (default): SuperNodes poll every 0.2 s and fork ClientApps from a process "
+                             "that imported the app once; flower: flower-supernode as Flower runs it "
+                             "(3 s polls, a new flwr-clientapp process per message)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m sim")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        deploy(args.supernodes, list(args.overrides), Path.cwd(), warm=args.clientapps == "warm")
+        deploy(args.supernodes, list(args.overrides), Path.cwd(), fast=args.nodes == "fast")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

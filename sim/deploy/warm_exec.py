@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import sys
 from typing import Any, Callable
 
@@ -30,6 +31,7 @@ from sim.federation.flower_internals import run_superexec_with_executor
 
 APP_PACKAGE = "sim"  # this project's top-level package: imported by every task from its FAB, never kept
 TEMPLATE_MODULE = "sim.deploy.warm_template"  # the forkserver imports it once: the warm-up
+SUPEREXEC_POLL_S = 0.2  # how often this SuperExec asks its SuperNode for a task (Flower: 1 s)
 log = logging.getLogger("sim.deploy.warm_exec")
 
 
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy.warm_exec] %(message)s")
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(SUPEREXEC_POLL_S))  # Flower's own knob
     executor = WarmClientAppExecutor()
     executor.start()
     run_superexec_with_executor(executor, runtime_api_address=args.runtime_api_address, insecure=args.insecure,

@@ -60,6 +60,13 @@ The shims:
    the installed folder at once (what Flower returns after the unzip). When the installed
    Flower differs from the pins, both run as Flower has them (one warning): slower, the
    same results.
+9. **A SuperNode's polls** (`shorten_supernode_polls`). `flower-supernode`'s loop
+   (`start_client_internal`) asks its SuperLink for a message and, with none there, sleeps
+   3 s; waiting for a ClientApp's reply (`_push_messages`) it sleeps 0.5 s between looks.
+   A deployed round so waited up to 3 s for the last SuperNode to notice its message. The
+   shim gives that module a `time` whose `sleep` lasts at most `SUPERNODE_POLL_S`
+   (everything else is the `time` module); what is pulled and pushed is unchanged. Used by
+   `python -m sim.deploy.supernode`, the SuperNode `sim.deploy` starts.
 """
 
 from __future__ import annotations
@@ -130,6 +137,11 @@ PINNED_SOURCES = {
         "628b69fb852ae8584e978595f2e8451175a3e60acbad678df3f8e08fe27f13c6",
     "flwr.common.config:get_project_dir":
         "155c70517e73e59826aed10b3e3a0ba06e02feb3573fee44d23a32798edb632c",
+    # shim 9: their module's `time` is replaced; they sleep 3 s with nothing to pull, 0.5 s waiting on a reply
+    "flwr.supernode.start_client_internal:start_client_internal":
+        "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3",
+    "flwr.supernode.start_client_internal:_push_messages":
+        "00bb86faffdec114db87e7f716af2acd901d12284e44f51f5c2a84704db05f64",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -520,6 +532,35 @@ def install_fabs_once() -> bool:
     if not _usable("flwr", WARM_EXEC_SHIM, "warm ClientApp executor"):
         return False
     import_module(_RUN_CLIENTAPP).install_from_fab = install_fab_once
+    return True
+
+
+# --- shim 9: a SuperNode's polls ---------------------------------------------------------
+
+_NODE = "flwr.supernode.start_client_internal"
+SUPERNODE_POLL_SHIM = [f"{_NODE}:start_client_internal", f"{_NODE}:_push_messages"]
+SUPERNODE_POLL_S = 0.2  # Flower: 3 s with no message to pull, 0.5 s between looks for a reply
+
+
+class CappedSleep:
+    """The `time` module, but `sleep` lasts at most `cap` seconds."""
+
+    def __init__(self, cap: float):
+        self.cap = cap
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def shorten_supernode_polls(seconds: float = SUPERNODE_POLL_S) -> bool:
+    """Make this process's SuperNode loop poll every `seconds` at most; False (one warning, Flower left
+    as it is) when the installed Flower is not the version, or not the code, the shim was written for."""
+    if not _usable("flwr", SUPERNODE_POLL_SHIM, "SuperNode poll shim"):
+        return False
+    import_module(_NODE).time = CappedSleep(seconds)
     return True
 
 

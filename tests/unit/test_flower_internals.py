@@ -257,3 +257,25 @@ def test_every_ray_worker_of_a_run_installs_the_shim():
         assert ray_init_kwargs(resources, verbose=False)["runtime_env"]["worker_process_setup_hook"] == WORKER_SETUP_HOOK
     module, function = WORKER_SETUP_HOOK.rsplit(".", 1)
     assert module == fi.__name__ and callable(getattr(fi, function))
+
+
+@pytest.mark.parametrize("flower_as_pinned", [True, False])
+def test_a_supernode_polls_every_fifth_of_a_second_not_every_three(monkeypatch, flower_as_pinned):
+    """Shim 9: the SuperNode loop's sleeps (3 s idle, 0.5 s for a reply) last at most SUPERNODE_POLL_S."""
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(node, "time", node.time)  # put back after the test
+    monkeypatch.setattr(fi, "_checked", {})
+    if not flower_as_pinned:
+        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    assert fi.shorten_supernode_polls() == flower_as_pinned
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    node.time.sleep(3)  # as start_client_internal does with nothing to pull
+    node.time.sleep(0.5)  # as _push_messages does waiting for a reply
+    node.time.sleep(0.05)
+    if flower_as_pinned:
+        assert slept == [fi.SUPERNODE_POLL_S, fi.SUPERNODE_POLL_S, 0.05]
+        assert node.time.monotonic is time.monotonic  # everything else is the time module
+    else:
+        assert slept == [3, 0.5, 0.05] and node.time is time
