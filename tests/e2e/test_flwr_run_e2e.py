@@ -115,7 +115,7 @@ def _flower_child(parent: psutil.Process, program: str, marker: str = "") -> tup
 
 
 def _supernode(parent: psutil.Process, partition_id: int) -> psutil.Process | None:
-    found = _flower_child(parent, "flower-supernode", f"partition-id={partition_id} ")
+    found = _flower_child(parent, "sim.deploy.supernode", f"partition-id={partition_id} ")  # Flower's, fast polls
     return found[0] if found else None
 
 
@@ -189,7 +189,7 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
                 assert ours is not None
                 node_ids = {_node_id(dirs[0] / "flower" / "supernode-2.log"): ours,
                             _node_id(tmp_path / "standby.log"): extra_procs[0]}
-                stop_tree(node_ids[int(serving.group(1))])  # SIGTERM to the SuperNode and its ClientApp process
+                stop_tree(node_ids[int(serving.group(1))])  # SIGTERM to the SuperNode; its SuperExec (--parent-pid) and tasks follow it out
                 killed = True
             time.sleep(0.2)
         proc.wait(timeout=60)
