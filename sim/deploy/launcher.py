@@ -40,6 +40,7 @@ import sim  # noqa: F401  (offline environment first)
 from sim.config.compose import compose_config
 from sim.run.console import RoundProgress
 from sim.errors import ConfigError
+from sim.deploy.certificates import TlsFiles, make_certificates
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_tree
 
 log = logging.getLogger("sim.deploy")
@@ -81,9 +82,11 @@ class Deployment:
     """A SuperLink and SuperNodes on loopback, every process remembered by pid."""
 
     def __init__(self, supernodes: int, base: Path, logs: Path, env: dict[str, str] | None = None,
-                 fast: bool = True):
+                 fast: bool = True, tls: bool = False):
         self.supernodes = supernodes
         self.fast = fast  # sim.deploy.supernode + warm_exec (fast polls, warm ClientApps), not Flower's own
+        self.tls: TlsFiles | None = None  # made in start() when `tls`: the SuperLink serves TLS, everyone trusts its CA
+        self._want_tls = tls
         self.base = base
         self.logs = logs
         self.port = free_port()
@@ -104,12 +107,17 @@ class Deployment:
         """SuperLink first (waits for its health endpoint), then the SuperNodes."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self._want_tls:
+            self.tls = make_certificates(self.home / "certificates")
+        trust = f'root-certificates = "{self.tls.ca}"' if self.tls else "insecure = true"
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'address = "127.0.0.1:{self.port}"\n{trust}\n'
         )
+        serve = (["--ssl-ca-certfile", str(self.tls.ca), "--ssl-certfile", str(self.tls.certificate),
+                  "--ssl-keyfile", str(self.tls.key)] if self.tls else ["--insecure"])
         link = self._start("superlink", [
-            "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+            "flower-superlink", *serve, "--host", "127.0.0.1", "--port", str(self.port),
             "--disable-runtime-dependency-installation",
         ])
         self._wait_healthy(link)
@@ -127,7 +135,7 @@ class Deployment:
         runtime_port = free_port()
         command = [sys.executable, "-m", "sim.deploy.supernode"] if self.fast else ["flower-supernode"]
         node = self._start(f"supernode-{k}", [
-            *command, "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
+            *command, *self.client_trust(), "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(runtime_port), "--node-config", node_config,
             *(["--isolation", "process"] if self.fast else []),
         ])
@@ -138,13 +146,18 @@ class Deployment:
             ])
         return node
 
+    def client_trust(self) -> list[str]:
+        """How a SuperNode connects to this SuperLink: `--root-certificates <CA>` with TLS, else `--insecure`."""
+        return ["--root-certificates", str(self.tls.ca)] if self.tls else ["--insecure"]
+
     def _wait_healthy(self, link: subprocess.Popen) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if link.poll() is not None:
                 raise RuntimeError(f"flower-superlink exited with code {link.returncode}; see {self.logs}/superlink.log")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=0.5).is_success:
+                scheme, verify = ("https", str(self.tls.ca)) if self.tls else ("http", True)
+                if httpx.get(f"{scheme}://127.0.0.1:{self.port}/health", timeout=0.5, verify=verify).is_success:
                     return
             except httpx.HTTPError:
                 pass
@@ -205,17 +218,18 @@ def _latest(history: Path) -> tuple[int, float | None]:
     return int(row["round"]), (float(acc) if acc else None)
 
 
-def deploy(supernodes: int, user_overrides: list[str], base: Path, fast: bool = True) -> Path:
+def deploy(supernodes: int, user_overrides: list[str], base: Path, fast: bool = True, tls: bool = False) -> Path:
     """Run the experiment on a fresh deployment; returns the run directory (raises on failure).
 
     `fast`: SuperNodes that poll every 0.2 s and fork their ClientApps from a warm process
     (`sim.deploy.supernode`, `sim.deploy.warm_exec`); else Flower's own, a fresh
-    `flwr-clientapp` per message."""
+    `flwr-clientapp` per message. `tls`: the SuperLink serves TLS with certificates made for
+    this deployment (`sim.deploy.certificates`); else insecure loopback."""
     overrides = run_overrides(user_overrides, supernodes)
     cfg, run_dir = check_config(overrides, supernodes)
     run_dir = (base / run_dir).resolve()
     overrides = [*overrides, f"hydra.run.dir={run_dir}"]
-    deployment = Deployment(supernodes, base, logs=run_dir / "flower", fast=fast)
+    deployment = Deployment(supernodes, base, logs=run_dir / "flower", fast=fast, tls=tls)
     try:
         deployment.start()
         print(f"run directory: {run_dir}", flush=True)
@@ -251,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="fast (default): SuperNodes poll every 0.2 s and fork ClientApps from a process "
                              "that imported the app once; flower: flower-supernode as Flower runs it "
                              "(3 s polls, a new flwr-clientapp process per message)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS between flwr, the SuperLink and the SuperNodes, with a CA and certificate made "
+                             "for this deployment (default: insecure loopback)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m sim")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        deploy(args.supernodes, list(args.overrides), Path.cwd(), fast=args.nodes == "fast")
+        deploy(args.supernodes, list(args.overrides), Path.cwd(), fast=args.nodes == "fast", tls=args.tls)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -224,3 +224,19 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
         assert "forked from the warm template" in (run_dir / "flower" / f"superexec-{k}.log").read_text()
     assert still_alive(list(seen.values())) == []  # the templates (forkservers) and their tasks included
     assert not (REPO / ".flwr").exists() or not any((REPO / ".flwr").glob("deploy-*"))
+
+
+@pytest.mark.slow
+def test_deploy_with_tls_serves_https_and_trusts_only_its_own_ca(tmp_path, data_dir):
+    """`python -m sim.deploy --tls`: the SuperLink serves TLS with certificates made for this deployment,
+    flwr and the SuperNodes trust its CA, nothing starts insecure, and the run ends as without TLS."""
+    args = [*SMALL, "num_clients=2", "clients_per_round=2", "num_rounds=1", f"dataset.data_dir={data_dir}"]
+    result = run_cli(["--supernodes", "2", "--tls", *args], cwd=tmp_path, module="sim.deploy", timeout=400)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    assert list(pd.read_csv(run_dir / "history.csv")["train_clients"].fillna(0)) == [0, 2]
+    logs = {path.name: path.read_text() for path in (run_dir / "flower").glob("*.log")}
+    assert "Uvicorn running on https://127.0.0.1" in logs["superlink.log"]
+    assert {"supernode-0.log", "supernode-1.log"} <= set(logs)
+    assert not [name for name, text in logs.items() if "insecure" in text.lower()]  # Flower warns on --insecure
+    assert not any((REPO / ".flwr").glob("deploy-*"))  # the certificates went with the deployment's state
