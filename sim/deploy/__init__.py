@@ -2,6 +2,9 @@
 
 `app` is the Flower App that `[tool.flwr.app.components]` names (Simulation Runtime and
 deployment alike); `launcher` is `python -m sim.deploy` (a SuperLink and N SuperNodes on
-127.0.0.1); `roll_call` maps SuperNodes to client partitions; `processes` starts and stops
-Flower's processes offline and by process id.
+127.0.0.1); `roll_call` maps SuperNodes to client partitions; `supernode` is Flower's
+SuperNode with short polls and `warm_exec` (with `warm_template`) its SuperExec, forking each
+ClientApp from a process that imported the app once; `certificates` makes the CA and
+certificate of `--tls`; `processes` starts and stops Flower's processes offline and by
+process id.
 """
