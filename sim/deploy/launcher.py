@@ -41,7 +41,7 @@ from sim.config.compose import compose_config
 from sim.run.console import RoundProgress
 from sim.errors import ConfigError
 from sim.deploy.certificates import TlsFiles, make_certificates
-from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_tree
+from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
 
 log = logging.getLogger("sim.deploy")
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
@@ -177,12 +177,20 @@ class Deployment:
 
     def stop(self) -> None:
         """Stop every process started here (and their children: flwr-serverapp, flwr-clientapp) by pid."""
-        for proc in reversed(self.procs):
-            try:
-                stop_tree(psutil.Process(proc.pid), timeout=5.0)
-            except psutil.NoSuchProcess:
-                pass
-            proc.wait(timeout=10)
+        def handles(procs: list[subprocess.Popen]) -> list[psutil.Process]:
+            found = []
+            for proc in procs:
+                try:
+                    found.append(psutil.Process(proc.pid))
+                except psutil.NoSuchProcess:
+                    pass
+            return found
+
+        link, rest = self.procs[:1], self.procs[1:]  # the SuperLink last: the others leave it, not it them
+        for group in (rest, link):
+            stop_trees(handles(group), timeout=5.0)
+            for proc in group:
+                proc.wait(timeout=10)
         shutil.rmtree(self.home, ignore_errors=True)
 
 

@@ -201,3 +201,36 @@ def test_flower_processes_start_their_own_ray_unless_told_otherwise(tmp_path):
 
     assert flwr_environment(base={}, flwr_home=tmp_path)["RAY_ADDRESS"] == "local"
     assert flwr_environment(base={"RAY_ADDRESS": "10.0.0.1:6379"})["RAY_ADDRESS"] == "10.0.0.1:6379"
+
+
+def test_stop_trees_ends_several_process_trees_at_once():
+    """Each of three processes with a child of its own: all six gone after one stop_trees call."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from sim.deploy.processes import stop_trees
+
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            "print('up', flush=True); time.sleep(120)")
+    parents = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    family: list[psutil.Process] = []
+    try:
+        for proc in parents:
+            assert proc.stdout.readline().strip() == "up"  # its child is started
+        handles = [psutil.Process(p.pid) for p in parents]
+        family = [*handles, *(c for h in handles for c in h.children(recursive=True))]
+        assert len(family) == 6
+        stop_trees(handles, timeout=10)
+        _, alive = psutil.wait_procs(family, timeout=5)
+        assert alive == []
+    finally:  # whatever stop_trees left, by pid
+        for member in family:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        for proc in parents:
+            proc.kill()
+            proc.wait()
