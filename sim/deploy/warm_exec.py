@@ -6,15 +6,17 @@
 A SuperNode in Flower's default isolation (`subprocess`) starts `flower-superexec`, which
 starts a fresh `flwr-clientapp` process for every message: Python, Flower, torch and the
 app are imported each time, about 3.5 s of CPU here before any training, for every client
-of every round. This process is that SuperExec (Flower's own `run_superexec` loop: the same
-task polling, tokens and Runtime API), with one change: a ClientApp task is run by Flower's
-own `run_clientapp` in a process forked from a template that imported the ClientApp's module
-once (`multiprocessing`'s forkserver, preloading `sim.deploy.warm_template`: torch, Flower,
-Hydra come with it). Each task still gets a process of its own, started from the same state, so what
-it computes is what a fresh `flwr-clientapp` computes. The app code itself is not reused:
-each task first forgets this project's modules, so it imports the app from the FAB Flower
-installed for its run, as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs that install dependencies at
-run time, go to Flower's own `SubprocessExecutor`. `sim.deploy` starts one per SuperNode.
+of every round. This process is that SuperExec (Flower's own `run_superexec` loop: the
+same task polling, tokens and Runtime API), with one change: a ClientApp task is run by
+Flower's own `run_clientapp` in a process forked from a template that imported the
+ClientApp's module once (`multiprocessing`'s forkserver, preloading
+`sim.deploy.warm_template`: torch, Flower and Hydra come with it). Each task still gets a
+process of its own, started from the same state, so what it computes is what a fresh
+`flwr-clientapp` computes. The app code itself is not reused: each task first forgets
+this project's modules, so it imports the app from the FAB Flower installed for its run,
+as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs
+that install dependencies at run time, go to Flower's own `SubprocessExecutor`.
+`sim.deploy` starts one per SuperNode, beside `sim.deploy.supernode`.
 """
 
 from __future__ import annotations
