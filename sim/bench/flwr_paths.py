@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)} (sim always runs)")
     parser.add_argument("extra", nargs="*", help="more Hydra overrides for every path")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.paths.split(",")) - set(PATHS))
+    if unknown:
+        parser.error(f"--paths {','.join(unknown)}: unknown; choose from {','.join(PATHS)}")
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s")
     workload = wl.WORKLOADS[args.workload]
     if args.quick:

@@ -64,7 +64,7 @@ def _log_to_stdout(verbose: bool) -> None:
 def message_config(overrides: str, base: Path) -> ConfigRecord:
     """What a client needs for the run's data and settings: the composed config (YAML, composed here once
     rather than by Hydra in every client process) and the base directory of its relative paths."""
-    return ConfigRecord({"overrides": overrides, "config": client_config_text(overrides), "base-dir": str(base)})
+    return ConfigRecord({"config": client_config_text(overrides), "base-dir": str(base)})
 
 
 def _wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
