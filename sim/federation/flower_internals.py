@@ -67,13 +67,25 @@ The shims:
    shim gives that module a `time` whose `sleep` lasts at most `SUPERNODE_POLL_S`
    (everything else is the `time` module); what is pulled and pushed is unchanged. Used by
    `python -m sim.deploy.supernode`, the SuperNode `sim.deploy` starts.
+10. **A Ray worker's Flower import** (`defer_simulation_package`). A worker of a run
+   unpickles Flower's `ClientAppActor`, importing `flwr.simulation.ray_transport.ray_actor`;
+   Python first runs the package's `flwr/simulation/__init__.py`, which imports Flower's
+   whole simulation engine (the SuperLink's LinkState, SQLAlchemy, the CLI): about 0.8 s
+   of CPU in every worker, for code no worker runs. The actor module itself needs only
+   `flwr.app`, `flwr.clientapp` and `flwr.supercore`. The shim, run by each worker's setup
+   hook (`ray_worker_setup`), registers `flwr.simulation` as its package without running
+   that `__init__`; the first look-up of a name the package defines runs it then (PEP 562
+   `__getattr__`), so code that does use `flwr.simulation` still gets all of it. Pinned by
+   the SHA-256 of the two files the worker imports instead (`PINNED_FILES`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -158,6 +170,15 @@ PINNED_SOURCES = {
         "bae9cacf08b693482d144a18262fcf3c02ea06c9e0db4d0b2376b25b9feedf1d",
     "flwr_datasets.partitioner.pathological_partitioner:PathologicalPartitioner.load_partition":
         "34645de3427ce551b1a948af7e223f98ee5bfbd0ebd5b88c3c73aceb40593da9",
+}
+
+# shim 10: files (under the package's folder) a Ray worker imports without `flwr/simulation/__init__.py`;
+# SHA-256 of their text. Each must import nothing from `flwr.simulation` outside `ray_transport`.
+PINNED_FILES = {
+    "flwr.simulation": {
+        "ray_transport/__init__.py": "a2077ed0032fd94fb0059d6bdec1d668320e22b56aafcf178ba0bca380ef8b2d",
+        "ray_transport/ray_actor.py": "174132017563559c9113602a9933ea54d7622a84d19d9fc2d5cadea1eb599561",
+    },
 }
 
 IDLE_RECHECK_S = 0.1  # with nothing arriving, the pickup loop still rechecks (f_stop, expiry) this often
@@ -597,6 +618,63 @@ def skip_ray_arrow_serializers() -> bool:
 def ray_worker_setup() -> None:
     """Ray's `worker_process_setup_hook` for the harness's jobs: runs in each worker before its first task."""
     skip_ray_arrow_serializers()
+    defer_simulation_package()
+
+
+# --- shim 10: a Ray worker's Flower import --------------------------------------------------
+
+_SIMULATION = "flwr.simulation"
+
+
+def changed_files(package: str) -> list[str]:
+    """Of `PINNED_FILES[package]`, the files whose installed text differs from the pin (none imported)."""
+    spec = importlib.util.find_spec(package)  # imports the parent package, not `package` itself
+    folder = (spec.submodule_search_locations or [None])[0] if spec else None
+    changed = []
+    for relative, pinned in PINNED_FILES[package].items():
+        try:
+            current = hashlib.sha256(open(f"{folder}/{relative}", "rb").read()).hexdigest()
+        except (OSError, TypeError):
+            current = None
+        if current != pinned:
+            changed.append(relative)
+    return changed
+
+
+def defer_simulation_package() -> bool:
+    """Register `flwr.simulation` without running its `__init__` until a name of it is looked up.
+
+    Returns True when the package is deferred (or was already imported); False, with one
+    warning, when the installed Flower is not the version or the files the shim was written
+    for: the package is then imported as usual when the actor module is.
+    """
+    if _SIMULATION in sys.modules:
+        return True
+    what = "Flower simulation-package shim"
+    if what not in _checked:
+        installed, pinned = installed_version("flwr"), PINNED_VERSIONS["flwr"]
+        changed = changed_files(_SIMULATION) if installed == pinned else []
+        _checked[what] = installed == pinned and not changed
+        if not _checked[what]:
+            problem = (f"flwr {installed} is installed, the shim was written for {pinned}" if installed != pinned
+                       else f"flwr's {_SIMULATION} files {', '.join(changed)} changed since the shim was written")
+            log.warning("%s: %s; left as the library has it (see sim/federation/flower_internals.py)", what, problem)
+    if not _checked[what]:
+        return False
+    spec = importlib.util.find_spec(_SIMULATION)
+    package = importlib.util.module_from_spec(spec)  # `__path__` set, `__init__` not run
+
+    def run_init_on_first_lookup(name: str) -> Any:
+        if name.startswith("__") and name.endswith("__") and name != "__all__":
+            raise AttributeError(name)  # probes such as `__wrapped__`: the package never has them
+        package.__dict__.pop("__getattr__", None)
+        spec.loader.exec_module(package)  # the real `__init__`, in the module already registered
+        return getattr(package, name)
+
+    package.__getattr__ = run_init_on_first_lookup
+    sys.modules[_SIMULATION] = package
+    setattr(sys.modules["flwr"], "simulation", package)
+    return True
 
 
 # --- shim 4: partition map ----------------------------------------------------------------

@@ -46,6 +46,13 @@ def test_pinned_internal_is_unchanged(name):
     )
 
 
+@pytest.mark.parametrize("package", sorted(fi.PINNED_FILES))
+def test_pinned_files_are_unchanged(package):
+    assert fi.changed_files(package) == [], (
+        f"{package}: these files are not the code shim 10 was written against: read them, adapt it, update PINNED_FILES"
+    )
+
+
 def test_remove_is_idempotent_and_restore_puts_flowers_functions_back(fresh_shims):
     from flwr.server.superlink.fleet.vce import vce_api
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
@@ -257,6 +264,34 @@ def test_every_ray_worker_of_a_run_installs_the_shim():
         assert ray_init_kwargs(resources, verbose=False)["runtime_env"]["worker_process_setup_hook"] == WORKER_SETUP_HOOK
     module, function = WORKER_SETUP_HOOK.rsplit(".", 1)
     assert module == fi.__name__ and callable(getattr(fi, function))
+
+
+# --- shim 10: a Ray worker's Flower import -------------------------------------------------
+
+SIMULATION_PROBE = """
+import sys
+from sim.federation import flower_internals as fi
+if sys.argv[1] == "other-flower":
+    fi.installed_version = lambda package: "0.0.0"
+fi.ray_worker_setup()  # what Ray runs in each worker of a run before its first task
+from flwr.simulation.ray_transport.ray_actor import ClientAppActor  # what unpickling the actor imports
+engine = [m for m in ("flwr.simulation.app", "flwr.server.superlink.linkstate", "sqlalchemy") if m in sys.modules]
+import flwr.simulation
+probes = hasattr(flwr.simulation, "__wrapped__"), "flwr.simulation.app" in sys.modules
+from flwr.simulation import run_simulation  # a name of the package: its __init__ runs now
+print(engine, probes, callable(run_simulation), flwr.simulation.ray_transport.ray_actor.ClientAppActor is ClientAppActor)
+"""
+
+
+@pytest.mark.parametrize(("how", "printed"), [
+    ("shim", "[] (False, False) True True"),
+    ("other-flower", "['flwr.simulation.app', 'flwr.server.superlink.linkstate', 'sqlalchemy'] (False, True) True True"),
+])
+def test_a_ray_worker_imports_flowers_actor_without_the_simulation_engine(how, printed):
+    done = subprocess.run([sys.executable, "-c", SIMULATION_PROBE, how], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == printed
+    assert ("shim was written for" in done.stderr) == (how == "other-flower")
 
 
 @pytest.mark.parametrize("flower_as_pinned", [True, False])
