@@ -2,9 +2,9 @@
 
 Small end-to-end runs on synthetic data over loopback, compared column by column:
 `python -m sim` (the reference), `flwr run .` (same packs: equal exactly) and a
-deployment of 3 SuperNodes for 3 rounds (one client per message: equal within 1e-5
-relative before the kill) beside which the test starts a second SuperNode for client 2
-and one with a bad partition id: the node serving client 2 is stopped after round 1, the
+deployment of 3 SuperNodes for 3 rounds over TLS (one client per message: equal within
+1e-5 relative before the kill) beside which the test starts a second SuperNode for client
+2 and one with a bad partition id: the node serving client 2 is stopped after round 1, the
 other takes over without the run waiting, the bad one is refused in one line. Every
 Flower process a test started is stopped by pid and checked gone; each uses its own
 FLWR_HOME and free ports.
@@ -123,10 +123,13 @@ def _rows(history: Path) -> int:
     return len(history.read_text().splitlines()) - 1 if history.exists() else 0
 
 
-def _superlink_port(parent: psutil.Process) -> int | None:
-    """The port of the SuperLink `python -m sim.deploy` started (None until it runs)."""
+def _superlink(parent: psutil.Process) -> tuple[int, str] | None:
+    """(port, CA certificate) of the TLS SuperLink `python -m sim.deploy --tls` started (None until it runs)."""
     found = _flower_child(parent, "flower-superlink", "--port ")
-    return int(found[1][found[1].index("--port") + 1]) if found else None
+    if not found:
+        return None
+    cmdline = found[1]
+    return int(cmdline[cmdline.index("--port") + 1]), cmdline[cmdline.index("--ssl-ca-certfile") + 1]
 
 
 def _node_id(supernode_log: Path) -> int:
@@ -134,28 +137,31 @@ def _node_id(supernode_log: Path) -> int:
     return int(re.search(r"SuperNode ID: (\d+)", supernode_log.read_text()).group(1))
 
 
-def _start_extra_supernode(port: int, node_config: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """A SuperNode started beside the deployment's own, on the same SuperLink, with a FLWR_HOME of its own:
+def _start_extra_supernode(port: int, ca: str, node_config: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """A SuperNode started beside the deployment's own, on the same SuperLink (trusting its CA), with a FLWR_HOME of its own:
     Flower's FAB install makes the app folder before it copies the files in, so a second SuperNode
     installing into the same home at the same moment sees the folder and loads a half-copied app."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--host", "127.0.0.1",
+            ["flower-supernode", "--root-certificates", ca, "--superlink", f"127.0.0.1:{port}", "--host", "127.0.0.1",
              "--port", str(free_port()), "--node-config", node_config],
             cwd=cwd, env=flwr_environment(flwr_home=cwd / f".flwr-{log.stem}"), stdout=out, stderr=subprocess.STDOUT,
         )
 
 
 @pytest.mark.slow
-def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, reference):
+def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir, reference):
     """3 SuperNodes for 3 rounds, plus two the test starts on the same SuperLink: one that also holds
     partition 2 (of the two, the one serving client 2 is stopped after round 1; the other takes over)
-    and one with an out-of-range partition id (refused in one line, on the server and on the node)."""
+    and one with an out-of-range partition id (refused in one line, on the server and on the node).
+
+    `--tls`: the SuperLink serves TLS with certificates made for this deployment, flwr and every
+    SuperNode trust its CA, nothing starts insecure, and the certificates go with the deployment."""
     # Flower starts one ClientApp process per message on a SuperNode (torch imported each time): a loaded
     # machine needs minutes, so round_timeout is generous; the stopped node deactivates and is not awaited
     args = [*SMALL, "num_rounds=3", "round_timeout=300", f"dataset.data_dir={data_dir}"]
     proc = subprocess.Popen(
-        [os.sys.executable, "-m", "sim.deploy", "--supernodes", "3", *args], cwd=tmp_path,
+        [os.sys.executable, "-m", "sim.deploy", "--supernodes", "3", "--tls", *args], cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
@@ -174,12 +180,12 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
                     seen.update({p.pid: p for p in root.children(recursive=True)})
                 except psutil.Error:
                     pass
-            port = None if extra else _superlink_port(parent)
-            if port is not None:
+            superlink = None if extra else _superlink(parent)
+            if superlink is not None:
                 where = json.dumps(str(tmp_path))
                 for name, node_config in (("standby", f"partition-id=2 num-partitions=3 data-dir={where}"),
                                           ("bad", f"partition-id=7 num-partitions=3 data-dir={where}")):
-                    extra.append(_start_extra_supernode(port, node_config, tmp_path, tmp_path / f"{name}.log"))
+                    extra.append(_start_extra_supernode(*superlink, node_config, tmp_path, tmp_path / f"{name}.log"))
                     extra_procs.append(psutil.Process(extra[-1].pid))  # kept: the pid may be reaped below
             dirs = run_dirs(tmp_path)
             serving = re.search(r"also hold partition-id=2, served by SuperNode (\d+)", " ".join("".join(lines).split()))
@@ -223,20 +229,8 @@ def test_deploy_three_supernodes_one_stopped_mid_run(tmp_path, data_dir, referen
     for k in range(3):
         assert "forked from the warm template" in (run_dir / "flower" / f"superexec-{k}.log").read_text()
     assert still_alive(list(seen.values())) == []  # the templates (forkservers) and their tasks included
-    assert not (REPO / ".flwr").exists() or not any((REPO / ".flwr").glob("deploy-*"))
-
-
-@pytest.mark.slow
-def test_deploy_with_tls_serves_https_and_trusts_only_its_own_ca(tmp_path, data_dir):
-    """`python -m sim.deploy --tls`: the SuperLink serves TLS with certificates made for this deployment,
-    flwr and the SuperNodes trust its CA, nothing starts insecure, and the run ends as without TLS."""
-    args = [*SMALL, "num_clients=2", "clients_per_round=2", "num_rounds=1", f"dataset.data_dir={data_dir}"]
-    result = run_cli(["--supernodes", "2", "--tls", *args], cwd=tmp_path, module="sim.deploy", timeout=400)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (run_dir,) = run_dirs(tmp_path)
-    assert list(pd.read_csv(run_dir / "history.csv")["train_clients"].fillna(0)) == [0, 2]
     logs = {path.name: path.read_text() for path in (run_dir / "flower").glob("*.log")}
     assert "Uvicorn running on https://127.0.0.1" in logs["superlink.log"]
-    assert {"supernode-0.log", "supernode-1.log"} <= set(logs)
+    assert {f"supernode-{k}.log" for k in range(3)} <= set(logs)
     assert not [name for name, text in logs.items() if "insecure" in text.lower()]  # Flower warns on --insecure
     assert not any((REPO / ".flwr").glob("deploy-*"))  # the certificates went with the deployment's state
