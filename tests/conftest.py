@@ -34,8 +34,11 @@ def ray_cluster_address():
     """A one-node Ray cluster (1 CPU) that the runs of one test worker attach to, saving a Ray start each.
 
     One CPU: an attached run (one client per CPU) starts one Ray worker, not two. Each
-    worker imports torch and Flower (about 4 s of CPU), and the suite is bound by CPU. The
-    tests that start a private Ray (`resources.address=null`) still run two clients at once.
+    worker imports torch and Flower (about 3 s of CPU), and the suite is bound by CPU. Tests
+    that start a private Ray only to check its processes (resume, kill, tracker resume, the
+    sweep bench) give it one CPU as well (`resources.ray_cpus=1`); those about packs and
+    concurrency (the baselines, the bench's reference, GPU shares, `flwr run`'s reference)
+    run two clients at once.
     """
     from ray.cluster_utils import Cluster
 

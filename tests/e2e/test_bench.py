@@ -155,7 +155,7 @@ def test_bench_refuses_cifar_without_a_path(tmp_path):
 
 def test_sweep_bench_reports_every_job_and_no_leftover_process(tmp_path, data_dir):
     out = tmp_path / "sweep"
-    result = run_cli(["--jobs", "3", "--out", str(out), "num_rounds=3", f"dataset.data_dir={data_dir}"],
+    result = run_cli(["--jobs", "3", "--out", str(out), "num_rounds=3", "resources.ray_cpus=1", f"dataset.data_dir={data_dir}"],
                      cwd=tmp_path, module="sim.bench.sweep", timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = pd.read_csv(out / "sweep.csv")

@@ -18,7 +18,8 @@ from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
 METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
-ARGS = [*TINY, "num_rounds=8", "strategy=fedadam"]  # FedAdam: server state that must survive
+ARGS = [*TINY, "num_rounds=8", "strategy=fedadam",  # FedAdam: server state that must survive
+        "resources.ray_cpus=1"]  # a private Ray (its processes are checked) of one client worker
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_federated_eval_and_central_eval_can_be_turned_off(tiny_runs):
 
 
 def test_killed_run_keeps_every_finished_round(tmp_path, data_dir):
-    args = [*TINY, "num_rounds=200", f"dataset.data_dir={data_dir}"]
+    args = [*TINY, "num_rounds=200", f"dataset.data_dir={data_dir}", "resources.ray_cpus=1"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

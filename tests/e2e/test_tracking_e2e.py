@@ -55,7 +55,7 @@ def test_resume_continues_the_same_tracker_runs_without_duplicate_steps(tmp_path
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
-    args = [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=5", "logger=many"]
+    args = [*TINY, f"dataset.data_dir={data_dir}", "num_rounds=5", "logger=many", "resources.ray_cpus=1"]
     returncode, run_dir, _ = interrupt_at_round(tmp_path, args, signal.SIGINT, 2)
     assert returncode == 130
     before = json.loads((run_dir / STATE_FILE).read_text())
