@@ -76,9 +76,9 @@ def new_run(overrides: list[str], base: Path) -> tuple[DictConfig, Path]:
     return full, run_dir
 
 
-def client_config_text(overrides: str) -> str:
-    """The config a client needs, as YAML (interpolations kept): composed once, by the server, for every message."""
-    return OmegaConf.to_yaml(compose_config(split_overrides(overrides)))
+def client_config_text(cfg: DictConfig) -> str:
+    """The config a client needs, as YAML (interpolations kept): the run's config as `new_run` composed it."""
+    return OmegaConf.to_yaml(cfg)
 
 
 @lru_cache(maxsize=4)

@@ -61,10 +61,11 @@ def _log_to_stdout(verbose: bool) -> None:
     log.propagate = False
 
 
-def message_config(overrides: str, base: Path) -> ConfigRecord:
-    """What a client needs for the run's data and settings: the composed config (YAML, composed here once
-    rather than by Hydra in every client process) and the base directory of its relative paths."""
-    return ConfigRecord({"config": client_config_text(overrides), "base-dir": str(base)})
+def message_config(cfg, base: Path) -> ConfigRecord:
+    """What a client needs for the run's data and settings: the run's composed config (YAML, composed
+    by the server once rather than by Hydra in every client process) and the base directory of its
+    relative paths."""
+    return ConfigRecord({"config": client_config_text(cfg), "base-dir": str(base)})
 
 
 def _wait_for_nodes(grid: Grid, wanted: int, timeout: float) -> list[int]:
@@ -103,6 +104,7 @@ def serve(grid: Grid, context: Context) -> Path:
 
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    config = message_config(cfg, base)  # before the data load adds its shape and stats to cfg
     remove_message_pickup_floor()  # Flower's vce engine picks up messages as soon as they exist
     shorten_superlink_reply_poll()  # on a SuperLink: replies seen within 0.1 s, not on a 3 s tick
     log.info("run directory: %s", run_dir)
@@ -135,7 +137,6 @@ def serve(grid: Grid, context: Context) -> Path:
         strategy = make_strategy(cfg, partition, recorder, max_packs, done, checkpoint, run_dir)
         if deployment:
             strategy.node_of_client = roster.node_of_client  # kept up to date by roster()
-        config = message_config(overrides, base)
         run_strategy(grid, strategy, arrays, recorder, num_rounds, config, config, float(cfg.round_timeout))
     save_results(cfg, run_dir, partition, started, clients_at_once=max_packs)
     return run_dir

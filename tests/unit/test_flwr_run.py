@@ -36,7 +36,8 @@ def test_overrides_compose_exactly_as_the_command_line(tmp_path):
 ])
 def test_the_config_sent_to_clients_is_the_one_they_would_compose(tmp_path, overrides):
     """Clients read the server's composed config (YAML in the message) instead of running Hydra each."""
-    sent = client_config_from(client_config_text(overrides), str(tmp_path))
+    cfg, _ = new_run(split_overrides(overrides), tmp_path)  # what the ServerApp composes (and sends)
+    sent = client_config_from(client_config_text(cfg), str(tmp_path))
     composed = absolute_paths(compose_for_flwr(split_overrides(overrides)), tmp_path)
     assert OmegaConf.to_container(sent, resolve=False) == OmegaConf.to_container(composed, resolve=False)
     assert OmegaConf.to_container(sent, resolve=True) == OmegaConf.to_container(composed, resolve=True)
