@@ -9,7 +9,9 @@ node, which logs it too). The strategy then addresses each sampled client's mess
 its node; a client without a node (not joined, refused, or gone) counts as a failure in
 that round and is never waited for. After each round, nodes that joined since are asked
 too (`Roster`): a late one serves its client from the next round, and a second node
-holding a served partition stands by until that client's node leaves.
+holding a served partition stands by until that client's node leaves. A node is asked
+once: one that stays silent past the reply time is not asked again (which would hold up
+every round by that time); its answer is taken whenever it comes.
 """
 
 from __future__ import annotations
@@ -62,16 +64,37 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> Ro
     return roster
 
 
-def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple[dict[int, list[int]], set[int]]:
-    """Ask `nodes` for their partition ids: ({client id: nodes holding it, in node order}, nodes that answered)."""
-    content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
-    messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+QUERY_POLL_S = 0.1  # how often the server looks for answers while it waits for them
+
+
+def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float,
+        pending: dict[str, int]) -> tuple[dict[int, list[int]], set[int]]:
+    """Ask `nodes` for their partition ids, waiting up to `timeout` for them; take any answer that
+    arrived for the earlier queries in `pending` ({message id: node}, updated in place) too.
+
+    Returns ({client id: nodes holding it, in node order}, nodes that answered).
+    """
+    if nodes:
+        content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
+        messages = [Message(content, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+        pending.update((mid, node) for mid, node in zip(grid.push_messages(messages), nodes) if mid)
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while True:
+        if pending:
+            arrived = list(grid.pull_messages(list(pending)))
+            for reply in arrived:
+                pending.pop(reply.metadata.reply_to_message_id, None)
+            replies += arrived
+        waiting = set(nodes) & set(pending.values())
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(QUERY_POLL_S)
+    for node in sorted(waiting):
+        log.warning("SuperNode %d did not answer the roll call within %.0f s; its answer is taken when it comes "
+                    "(it is not asked again)", node, timeout)
     holders: dict[int, list[int]] = {}
-    replies = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
     answered = {reply.metadata.src_node_id for reply in replies}
-    for node in sorted(set(nodes) - answered):
-        log.warning("SuperNode %d did not answer the roll call within %.0f s; asked again after the next round",
-                    node, timeout)
     for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -88,24 +111,26 @@ def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float) -> tuple
 class Roster:
     """Which SuperNode serves which client, kept up to date between rounds.
 
-    After each round (`__call__`), SuperNodes that have not answered yet (joined late, or
-    slow) are asked for their partitions. A client whose node left (or never came) is
-    taken over by a connected node that holds its partition: a new one, or a spare that
-    answered earlier while another node served that client. Nodes that answered once are
-    not asked again.
+    After each round (`__call__`), SuperNodes that joined since are asked for their
+    partitions, and answers that came late to earlier questions are taken. A client whose
+    node left (or never came) is taken over by a connected node that holds its partition: a
+    new one, or a spare that answered earlier while another node served that client. Every
+    node is asked once.
     """
 
     def __init__(self, grid: Grid, num_clients: int, timeout: float):
         self.grid, self.num_clients, self.timeout = grid, num_clients, timeout
         self.node_of_client: dict[int, int] = {}
         self.spares: dict[int, list[int]] = {}  # client id -> nodes that hold its partition, not serving it
-        self.answered: set[int] = set()
+        self.asked: set[int] = set()
+        self.pending: dict[str, int] = {}  # message id of a question not answered yet -> the node asked
         self.called = False  # True after the first roll call
 
     def take(self, nodes: list[int], connected: set[int]) -> None:
-        """Ask `nodes`, then give each client without a connected node one that holds its partition."""
-        holders, answered = ask(self.grid, nodes, self.num_clients, self.timeout) if nodes else ({}, set())
-        self.answered |= answered
+        """Ask `nodes` (and take late answers), then give each client without a connected node one that holds
+        its partition."""
+        holders, _ = ask(self.grid, nodes, self.num_clients, self.timeout, self.pending)
+        self.asked |= set(nodes)
         for cid, found in holders.items():
             self.spares.setdefault(cid, []).extend(found)
         for cid in sorted(self.spares):
@@ -124,7 +149,7 @@ class Roster:
 
     def __call__(self) -> None:
         connected = set(self.grid.get_node_ids())
-        self.take(sorted(connected - self.answered), connected)
+        self.take(sorted(connected - self.asked), connected)
 
 
 def answer_roll_call(msg: Message, node_config) -> Message:

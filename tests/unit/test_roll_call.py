@@ -18,26 +18,41 @@ pytestmark = pytest.mark.usefixtures("task_identity")  # Flower messages need a 
 
 
 class _Link:
-    """Connected SuperNodes {node id: node config}; `silent` ones never answer, `broken` ones answer an error."""
+    """Connected SuperNodes {node id: node config}; `silent` ones do not answer (until taken out of
+    `silent`), `broken` ones answer an error. Flower's `Grid.push_messages` / `pull_messages`."""
 
     def __init__(self, nodes: dict[int, dict], silent=(), broken=()):
         self.nodes, self.silent, self.broken = dict(nodes), set(silent), set(broken)
         self.asked: list[int] = []
+        self.questions: dict[str, Message] = {}  # pushed, not pulled yet
+        self.pulls = 0
 
     def get_node_ids(self):
         return list(self.nodes)
 
-    def send_and_receive(self, messages, timeout):
-        replies = []
+    def push_messages(self, messages):
+        ids = []
         for msg in messages:
-            node = msg.metadata.dst_node_id
-            self.asked.append(node)
-            if node in self.silent:
+            self.asked.append(msg.metadata.dst_node_id)
+            ids.append(f"q{len(self.asked)}")
+            self.questions[ids[-1]] = msg
+        return ids
+
+    def pull_messages(self, message_ids):
+        self.pulls += 1
+        replies = []
+        for mid in message_ids:
+            msg = self.questions.get(mid)
+            node = msg.metadata.dst_node_id if msg else None
+            if msg is None or node in self.silent:
                 continue
+            del self.questions[mid]
             if node in self.broken:
-                replies.append(Message(Error(code=0, reason="ClientApp crashed"), reply_to=msg))
-                continue
-            replies.append(answer_roll_call(msg, self.nodes[node]))  # a reply comes from the node asked
+                reply = Message(Error(code=0, reason="ClientApp crashed"), reply_to=msg)
+            else:
+                reply = answer_roll_call(msg, self.nodes[node])  # a reply comes from the node asked
+            reply.metadata.__dict__["_reply_to_message_id"] = mid  # as the SuperLink's ids are
+            replies.append(reply)
         return replies
 
 
@@ -96,14 +111,19 @@ def test_a_node_that_left_is_replaced_by_a_standby_or_a_late_one(caplog):
     assert roster.node_of_client == {0: 13, 1: 12}
 
 
-def test_silent_nodes_are_asked_again_and_broken_ones_are_not(caplog):
+def test_a_silent_node_holds_up_no_round_and_its_late_answer_counts(caplog):
     link = _Link({10: _node(0), 11: _node(1), 12: _node(2)}, silent={11}, broken={12})
     with caplog.at_level(logging.WARNING, logger="sim"):
         roster = roll_call(link, num_clients=3, wait_s=0, reply_s=1)
     assert roster.node_of_client == {0: 10}
     assert "SuperNode 11 did not answer the roll call within 1 s" in caplog.text
     assert "SuperNode 12 did not answer the roll call: ClientApp crashed" in caplog.text
-    link.silent.clear()
+    for _ in range(3):  # rounds go by while 11 stays silent: it is not asked again nor waited for
+        started, pulls = time.monotonic(), link.pulls
+        roster()
+        assert time.monotonic() - started < 0.2 and link.pulls == pulls + 1
+    assert link.asked == [10, 11, 12]
+    link.silent.clear()  # its answer to the first question arrives
     roster()
     assert roster.node_of_client == {0: 10, 1: 11}
-    assert link.asked == [10, 11, 12, 11]
+    assert link.asked == [10, 11, 12]
