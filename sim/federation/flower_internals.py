@@ -70,7 +70,7 @@ The shims:
 10. **A Ray worker's Flower import** (`defer_simulation_package`). A worker of a run
    unpickles Flower's `ClientAppActor`, importing `flwr.simulation.ray_transport.ray_actor`;
    Python first runs the package's `flwr/simulation/__init__.py`, which imports Flower's
-   whole simulation engine (the SuperLink's LinkState, SQLAlchemy, the CLI): about 0.8 s
+   whole simulation engine (the SuperLink's LinkState, SQLAlchemy, the CLI): about 1 s
    of CPU in every worker, for code no worker runs. The actor module itself needs only
    `flwr.app`, `flwr.clientapp` and `flwr.supercore`. The shim, run by each worker's setup
    hook (`ray_worker_setup`), registers `flwr.simulation` as its package without running
@@ -91,6 +91,7 @@ import time
 import weakref
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -633,7 +634,7 @@ def changed_files(package: str) -> list[str]:
     changed = []
     for relative, pinned in PINNED_FILES[package].items():
         try:
-            current = hashlib.sha256(open(f"{folder}/{relative}", "rb").read()).hexdigest()
+            current = hashlib.sha256(Path(folder, relative).read_bytes()).hexdigest()
         except (OSError, TypeError):
             current = None
         if current != pinned:
