@@ -31,6 +31,7 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
+from omegaconf import DictConfig
 
 from sim.federation.client_app import build_client_app
 from sim.federation.client_data import ClientData
@@ -61,7 +62,7 @@ def _log_to_stdout(verbose: bool) -> None:
     log.propagate = False
 
 
-def message_config(cfg, base: Path) -> ConfigRecord:
+def message_config(cfg: DictConfig, base: Path) -> ConfigRecord:
     """What a client needs for the run's data and settings: the run's composed config (YAML, composed
     by the server once rather than by Hydra in every client process) and the base directory of its
     relative paths."""

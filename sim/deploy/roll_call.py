@@ -67,12 +67,11 @@ def roll_call(grid: Grid, num_clients: int, wait_s: float, reply_s: float) -> Ro
 QUERY_POLL_S = 0.1  # how often the server looks for answers while it waits for them
 
 
-def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float,
-        pending: dict[str, int]) -> tuple[dict[int, list[int]], set[int]]:
+def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float, pending: dict[str, int]) -> dict[int, list[int]]:
     """Ask `nodes` for their partition ids, waiting up to `timeout` for them; take any answer that
     arrived for the earlier queries in `pending` ({message id: node}, updated in place) too.
 
-    Returns ({client id: nodes holding it, in node order}, nodes that answered).
+    Returns {client id: nodes holding it, in node order}.
     """
     if nodes:
         content = RecordDict({"config": ConfigRecord({"num-clients": num_clients})})
@@ -94,7 +93,6 @@ def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float,
         log.warning("SuperNode %d did not answer the roll call within %.0f s; its answer is taken when it comes "
                     "(it is not asked again)", node, timeout)
     holders: dict[int, list[int]] = {}
-    answered = {reply.metadata.src_node_id for reply in replies}
     for reply in sorted(replies, key=lambda r: r.metadata.src_node_id):
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -105,7 +103,7 @@ def ask(grid: Grid, nodes: list[int], num_clients: int, timeout: float,
             log.warning("SuperNode %d refused: %s", node, answer["problem"])
             continue
         holders.setdefault(int(answer["partition-id"]), []).append(node)
-    return holders, answered
+    return holders
 
 
 class Roster:
@@ -129,7 +127,7 @@ class Roster:
     def take(self, nodes: list[int], connected: set[int]) -> None:
         """Ask `nodes` (and take late answers), then give each client without a connected node one that holds
         its partition."""
-        holders, _ = ask(self.grid, nodes, self.num_clients, self.timeout, self.pending)
+        holders = ask(self.grid, nodes, self.num_clients, self.timeout, self.pending)
         self.asked |= set(nodes)
         for cid, found in holders.items():
             self.spares.setdefault(cid, []).extend(found)

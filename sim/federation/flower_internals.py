@@ -232,15 +232,16 @@ def changed_internals(names: list[str] | None = None) -> list[str]:
     return changed
 
 
-def _usable(package: str, names: list[str], what: str) -> bool:
-    """True when `package` is at its pinned version and `names` are unchanged; else warn once."""
+def _usable(package: str, names: list[str], what: str, find_changed: Callable[[], list[str]] | None = None) -> bool:
+    """True when `package` is at its pinned version and `names` are unchanged (or, given
+    `find_changed`, when it finds nothing changed); else warn once."""
     if what in _checked:
         return _checked[what]
     installed, pinned = installed_version(package), PINNED_VERSIONS[package]
     problem = None
     if installed != pinned:
         problem = f"{package} {installed} is installed, the shim was written for {pinned}"
-    elif changed := changed_internals(names):
+    elif changed := (find_changed or (lambda: changed_internals(names)))():
         problem = f"{package}'s {', '.join(changed)} changed since the shim was written"
     _checked[what] = problem is None
     if problem is None:
@@ -651,16 +652,7 @@ def defer_simulation_package() -> bool:
     """
     if _SIMULATION in sys.modules:
         return True
-    what = "Flower simulation-package shim"
-    if what not in _checked:
-        installed, pinned = installed_version("flwr"), PINNED_VERSIONS["flwr"]
-        changed = changed_files(_SIMULATION) if installed == pinned else []
-        _checked[what] = installed == pinned and not changed
-        if not _checked[what]:
-            problem = (f"flwr {installed} is installed, the shim was written for {pinned}" if installed != pinned
-                       else f"flwr's {_SIMULATION} files {', '.join(changed)} changed since the shim was written")
-            log.warning("%s: %s; left as the library has it (see sim/federation/flower_internals.py)", what, problem)
-    if not _checked[what]:
+    if not _usable("flwr", [], "Flower simulation-package shim", find_changed=lambda: changed_files(_SIMULATION)):
         return False
     spec = importlib.util.find_spec(_SIMULATION)
     package = importlib.util.module_from_spec(spec)  # `__path__` set, `__init__` not run
