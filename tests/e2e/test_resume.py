@@ -96,12 +96,18 @@ def test_resume_of_a_missing_run_dir_is_refused(tmp_path):
     assert "resume=" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def _ctrl_c_reaches_python():
+    """A terminal's Ctrl-C: Python ignores SIGINT for good if it starts with SIGINT ignored (a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_loading_data_leaves_nothing_behind(tmp_path, cifar10_archive):
     """Before Ray starts a Ctrl-C ends the run at once: one line, exit 130, no run directory."""
     fresh = tmp_path / "data"  # decoding the archive afresh takes seconds: the window for the signal
     proc = subprocess.Popen([sys.executable, "-u", "-m", "sim", f"dataset.path={cifar10_archive}",
                              f"dataset.data_dir={fresh}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ctrl_c_reaches_python)
     try:
         for line in proc.stdout:
             if "run directory:" in line:

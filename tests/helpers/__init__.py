@@ -5,8 +5,12 @@ Test modules import these (`from helpers import TINY, run_cli`); fixtures stay i
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,15 +47,96 @@ def compose_config(overrides: list[str] | None = None, return_hydra_config: bool
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 240, module: str = "sim", env: dict | None = None):
-    """`python -m <module> args...` in `cwd`; returns the CompletedProcess (text output)."""
+    """`python -m <module> args...` in `cwd`; returns the CompletedProcess (text output).
+
+    The run is forked from this test process's warm template (`helpers.warm_cli`), which
+    has imported the libraries a run imports: the same command line, working directory,
+    environment, output and exit code, without ~5 s of imports. A call with its own `env`
+    (which may change how Python or a library starts) gets a fresh interpreter instead.
+    """
+    if env is None:
+        return WARM_CLI.run(module, [str(a) for a in args], Path(cwd), timeout, {**os.environ, "PYTHONUNBUFFERED": "1"})
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
     )
+
+
+class WarmCli:
+    """The test process's `helpers.warm_cli` template: started on first use, stopped (by pid) at exit."""
+
+    def __init__(self):
+        self._proc: subprocess.Popen | None = None
+        self._replies = b""  # reply bytes read but not yet taken
+        self._import_stderr = ""  # what the template's imports printed, as a fresh start prints it
+
+    def _start(self) -> subprocess.Popen:
+        stderr_path = Path(tempfile.mkdtemp(prefix="warm_cli-")) / "imports.err"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+        with stderr_path.open("w") as stderr:
+            self._proc = subprocess.Popen([sys.executable, "-m", "helpers.warm_cli"], cwd=REPO / "tests", env=env,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
+        self._replies = b""
+        atexit.register(self.stop)
+        if self._reply(timeout=300) is None:
+            raise RuntimeError(f"helpers.warm_cli did not start: {stderr_path.read_text()[-3000:]}")
+        self._import_stderr = stderr_path.read_text()
+        return self._proc
+
+    def _reply(self, timeout: float) -> dict | None:
+        """The template's next reply line, or None after `timeout` s without one."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._replies:
+            ready, _, _ = select.select([self._proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self._proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError("helpers.warm_cli ended unexpectedly")
+            self._replies += chunk
+        line, _, self._replies = self._replies.partition(b"\n")
+        return json.loads(line)
+
+    def run(self, module: str, args: list[str], cwd: Path, timeout: float, env: dict) -> subprocess.CompletedProcess:
+        """Fork `python -m module args` in `cwd` with `env`; kill it after `timeout` s as subprocess.run would."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        command = [sys.executable, "-m", module, *args]
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"module": module, "args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._reply(timeout=60)["pid"]
+            ended = self._reply(timeout)
+            timed_out = ended is None
+            if timed_out:
+                os.kill(pid, signal.SIGKILL)
+                ended = self._reply(timeout=60)
+            stdout = out.read_text(errors="replace") if out.exists() else ""
+            stderr = self._import_stderr + (err.read_text(errors="replace") if err.exists() else "")
+        if timed_out:
+            raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr)
+        return subprocess.CompletedProcess(command, ended["returncode"], stdout, stderr)
+
+    def stop(self) -> None:
+        """End the template: its stdin closes and it exits; killed by pid if it lingers."""
+        if self._proc is None:
+            return
+        proc, self._proc = self._proc, None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+WARM_CLI = WarmCli()
 
 
 def run_dirs(cwd: Path) -> list[Path]:
