@@ -408,3 +408,17 @@ def test_cache_concurrent_writer_wins(tmp_path: Path) -> None:
     ds = cache.load_or_build(root, "k", build)
     np.testing.assert_array_equal(ds.train_images, made.train_images)  # the first copy is kept
     assert [p.name for p in root.iterdir()] == ["k"]
+
+
+def test_channel_stats_equal_numpy_per_channel_and_leave_a_constant_channel_unscaled():
+    from sim.data.stats import channel_stats
+
+    images = np.random.default_rng(3).integers(0, 256, (5000, 8, 8, 3), dtype=np.uint8)
+    images[..., 2] = 7  # a constant channel: std 0, left unscaled (1.0) rather than divided by 0
+    mean, std = channel_stats(images)
+    pixels = images.reshape(-1, 3).astype(np.float64) / 255.0
+    np.testing.assert_allclose(mean, pixels.mean(0), atol=6e-5)  # rounded to 4 digits
+    np.testing.assert_allclose(std[:2], pixels.std(0)[:2], atol=6e-5)
+    assert std[2] == 1.0
+    with pytest.raises(ValueError, match="uint8"):
+        channel_stats(images.astype(np.int16))
