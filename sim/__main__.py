@@ -66,6 +66,10 @@ def main(cfg: DictConfig) -> float | None:
     quiet_libraries(cfg.get("verbose") is True)  # before flwr and ray are imported and log
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from sim.federation.ray_runtime import keep_ray_between_runs
+
+        keep_ray_between_runs(True)  # a sweep's jobs share one Ray and its workers (same Ray settings)
     if hydra_cfg.mode == RunMode.MULTIRUN and cfg.get("fail_fast") is True and FAILED_JOBS:
         print(f"error: sweep stopped: job {FAILED_JOBS[0]} failed and fail_fast=true", file=sys.stderr)
         _remove_if_untouched(run_dir)

@@ -77,6 +77,20 @@ The shims:
    that `__init__`; the first look-up of a name the package defines runs it then (PEP 562
    `__getattr__`), so code that does use `flwr.simulation` still gets all of it. Pinned by
    the SHA-256 of the two files the worker imports instead (`PINNED_FILES`).
+11. **A sweep's Ray workers kept between its jobs** (`keep_actors_between_runs`). At the
+   end of every run Flower's `RayBackend.terminate` ends each actor of its pool and calls
+   `ray.shutdown()`, so each job of a sweep started Ray again (a private Ray: its daemons)
+   and new actors, each a worker process importing torch and Flower (about 3 s of CPU
+   apiece here). While the switch is on (the jobs of a `python -m sim -m` sweep,
+   `sim/federation/ray_runtime.py`), `terminate` keeps the pool's idle actors for the next
+   run instead and leaves Ray up; the next pool (`BasicActorPool.add_actors_to_pool`)
+   takes kept actors of equal `client_resources` before creating new ones, and ends any
+   others first so their resources are free. An actor runs whatever ClientApp each task
+   brings (`ClientAppActor.run`); what a worker caches per process is keyed by the run's
+   settings and data (`sim.federation.client_app.prepare`, `DataHandle.get`), so a kept
+   actor gives a job the same results as a new one (tested). A busy actor (a straggler
+   past `round_timeout`) is killed, which frees its resources as Flower's `ray.shutdown`
+   would. `release_kept_actors` ends the kept ones.
 """
 
 from __future__ import annotations
@@ -155,6 +169,15 @@ PINNED_SOURCES = {
         "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3",
     "flwr.supernode.start_client_internal:_push_messages":
         "00bb86faffdec114db87e7f716af2acd901d12284e44f51f5c2a84704db05f64",
+    # shim 11: replaced while the switch is on (keeps idle actors and Ray; ends busy ones as Flower does)
+    "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend.terminate":
+        "572052de11fe046c057296609a80a242237f476ca547d6bd10fcb186e5c221c4",
+    # shim 11: wrapped to take kept actors first; `pool` is its list of idle actors
+    "flwr.simulation.ray_transport.ray_actor:BasicActorPool.add_actors_to_pool":
+        "fc10dcb21e9a72b7392a2a6298b0202b3307d71f4c8e652630901c07111b9463",
+    # shim 11: read for what a pool holds (`pool`: idle actors, `_future_to_actor`: busy ones)
+    "flwr.simulation.ray_transport.ray_actor:BasicActorPool.__init__":
+        "b9c2ef0d7bfedaeb42788fe17a71efc11a46c0fb369f030d34d99b5bb4a1acef",
     # shim 5: called as is (Ray 2.55.1)
     "ray._private.utils:get_num_cpus":
         "34f4314e5d0e95f1409710c42e302b2d1014ed519f75df2138ad904460385dad",
@@ -621,6 +644,93 @@ def ray_worker_setup() -> None:
     """Ray's `worker_process_setup_hook` for the harness's jobs: runs in each worker before its first task."""
     skip_ray_arrow_serializers()
     defer_simulation_package()
+
+
+# --- shim 11: a sweep's Ray workers kept between its jobs ----------------------------------
+
+_RAY_BACKEND = "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend"
+_ACTOR_POOL = "flwr.simulation.ray_transport.ray_actor:BasicActorPool"
+KEEP_ACTORS_SHIM = [f"{_RAY_BACKEND}.terminate", f"{_ACTOR_POOL}.add_actors_to_pool", f"{_ACTOR_POOL}.__init__"]
+_kept_actors: list[tuple[tuple, Any]] = []  # (client resources, idle actor) left by the last run
+
+
+def _resources_key(client_resources: dict) -> tuple:
+    return tuple(sorted((str(k), float(v)) for k, v in client_resources.items()))
+
+
+def release_kept_actors() -> int:
+    """End every actor kept for a next run (`ray.kill`, which frees its resources at once); their number."""
+    import ray
+
+    with _lock:
+        actors = [actor for _, actor in _kept_actors]
+        _kept_actors.clear()
+    if ray.is_initialized():
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+    return len(actors)
+
+
+def kept_actor_count() -> int:
+    """How many idle actors wait for the next run."""
+    return len(_kept_actors)
+
+
+def _add_kept_actors_first(self, num_actors: int) -> None:
+    """`BasicActorPool.add_actors_to_pool`, taking kept actors of equal resources before creating any."""
+    key = _resources_key(self.client_resources)
+    with _lock:
+        matching = [actor for k, actor in _kept_actors if k == key][:num_actors]
+        others = [actor for k, actor in _kept_actors if k != key]
+        _kept_actors.clear()
+    if others:  # their CPUs and GPUs are needed for this pool's new actors
+        import ray
+
+        for actor in others:
+            ray.kill(actor, no_restart=True)
+    self.pool.extend(matching)
+    self.num_actors += len(matching)
+    if num_actors > len(matching):
+        _kept_originals[KEEP_ACTORS_SHIM[1]](self, num_actors - len(matching))
+
+
+def _terminate_keeping_actors(self) -> None:
+    """`RayBackend.terminate` that keeps the pool's idle actors and Ray itself for the next run."""
+    pool = self.pool
+    if pool is None:
+        return
+    import ray
+
+    key = _resources_key(pool.client_resources)
+    with _lock:
+        _kept_actors.extend((key, actor) for actor in pool.pool)
+    for actor in pool._future_to_actor.values():  # still busy (a straggler past round_timeout): its
+        ray.kill(actor, no_restart=True)  # resources are freed now, as Flower's ray.shutdown would
+    pool.pool, pool._future_to_actor = [], {}
+
+
+def keep_actors_between_runs(keep: bool) -> bool:
+    """Switch shim 11 on (runs keep their Ray workers and Ray for the next run) or off.
+
+    Returns whether runs now keep them: False after `keep=False`, and (with one warning)
+    when the installed Flower is not the version, or not the code, the shim was written
+    for. Switching off restores Flower's `terminate`; kept actors stay until
+    `release_kept_actors` or `ray.shutdown`.
+    """
+    if keep and not _usable("flwr", KEEP_ACTORS_SHIM, "actor-keeping shim"):
+        return False
+    with _lock:
+        backend = getattr(import_module(_RAY_BACKEND.split(":")[0]), "RayBackend")
+        pool = getattr(import_module(_ACTOR_POOL.split(":")[0]), "BasicActorPool")
+        if keep and KEEP_ACTORS_SHIM[0] not in _kept_originals:
+            _kept_originals[KEEP_ACTORS_SHIM[0]] = inspect.getattr_static(backend, "terminate")
+            _kept_originals[KEEP_ACTORS_SHIM[1]] = inspect.getattr_static(pool, "add_actors_to_pool")
+            backend.terminate = _terminate_keeping_actors
+            pool.add_actors_to_pool = _add_kept_actors_first
+        elif not keep and KEEP_ACTORS_SHIM[0] in _kept_originals:
+            backend.terminate = _kept_originals.pop(KEEP_ACTORS_SHIM[0])
+            pool.add_actors_to_pool = _kept_originals.pop(KEEP_ACTORS_SHIM[1])
+    return keep
 
 
 # --- shim 10: a Ray worker's Flower import --------------------------------------------------

@@ -86,25 +86,67 @@ def check_clients_fit(resources) -> None:
                 "no client would fit; use resources.client_gpus=0 or a cluster with GPUs")
 
 
-@contextmanager
-def ray_session(resources, verbose: bool) -> Iterator[None]:
-    """Start (or attach to) Ray for the duration of the block; always disconnect after.
+_kept: dict[str, Any] = {"between_runs": False, "init": None, "pids": set()}  # see keep_ray_between_runs
 
-    Disconnecting from an existing cluster leaves the cluster itself running.
+
+def keep_ray_between_runs(keep: bool) -> None:
+    """Leave Ray and a run's idle workers up for this process's next run (a sweep's jobs).
+
+    The next `ray_session` with the same Ray settings then neither starts Ray (or attaches)
+    again nor new workers (shim 11 of `sim/federation/flower_internals.py`); other settings,
+    or a run that failed, stop what was kept first. Ray's own exit handler stops it with
+    the process.
     """
+    _kept["between_runs"] = keep
+
+
+def kept_ray_pids() -> set[int]:
+    """Pids of the private Ray this process keeps between runs (its daemons: the next run's own)."""
+    return set(_kept["pids"]) if _kept["init"] is not None else set()
+
+
+def _stop_ray() -> None:
     import ray
 
-    from sim.federation.flower_internals import skip_ray_arrow_serializers
+    from sim.federation.flower_internals import release_kept_actors
 
     if ray.is_initialized():
+        release_kept_actors()
         ray.shutdown()
-    skip_ray_arrow_serializers()  # before ray.init builds the driver's serialization context
-    kwargs = ray_init_kwargs(resources, verbose)
-    log.debug("ray.init(%s)", kwargs)
-    ray.init(**kwargs)
+    _kept.update(init=None, pids=set())
+
+
+@contextmanager
+def ray_session(resources, verbose: bool) -> Iterator[None]:
+    """Start (or attach to) Ray for the duration of the block; disconnect after.
+
+    Disconnecting from an existing cluster leaves the cluster itself running. With
+    `keep_ray_between_runs(True)` a run that ends well leaves Ray up for the next.
+    """
+    import psutil
+    import ray
+
+    from sim.federation.flower_internals import kept_actor_count, keep_actors_between_runs, skip_ray_arrow_serializers
+
+    settings = (str(resources), verbose)  # the config Ray was started from (its kwargs read sys.path)
+    if not (ray.is_initialized() and _kept["init"] == settings):
+        _stop_ray()
+        skip_ray_arrow_serializers()  # before ray.init builds the driver's serialization context
+        kwargs = ray_init_kwargs(resources, verbose)
+        log.debug("ray.init(%s)", kwargs)
+        before = {child.pid for child in psutil.Process().children()}
+        ray.init(**kwargs)
+        _kept["pids"] = {child.pid for child in psutil.Process().children()} - before
+    else:
+        log.info("Ray kept from the previous job, with %d idle worker(s)", kept_actor_count())
+    keep = keep_actors_between_runs(_kept["between_runs"])
     try:
         check_clients_fit(resources)
         yield
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
+    except BaseException:
+        _stop_ray()
+        raise
+    if keep:
+        _kept["init"] = settings
+    else:
+        _stop_ray()

@@ -40,7 +40,7 @@ from sim.run.interrupt import child_pids, interruptible, interrupts_remembered
 from sim.partition.report import report_paths
 from sim.models import build_model, model_spec
 from sim.data.spec import make_partition, with_data
-from sim.federation.ray_runtime import client_resources, concurrency, ray_session
+from sim.federation.ray_runtime import client_resources, concurrency, kept_ray_pids, ray_session
 from sim.federation.sampling import RoundPlanner, num_supernodes
 from sim.federation.server_app import CentralEvaluator, RoundRecorder, build_server_app
 from sim.tracking import Trackers, open_trackers
@@ -158,7 +158,9 @@ def save_results(cfg: DictConfig, run_dir: Path, partition, started: float, trac
 def run(cfg: DictConfig, run_dir: Path, resume: bool = False) -> float | None:
     """Run one simulation into `run_dir` (or continue it); return the final central accuracy."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    spared = child_pids()  # children from before this run are not its to kill (a tracker's service is)
+    # children from before this run are not its to kill (a tracker's service is); a Ray kept from
+    # the sweep's last job is this run's
+    spared = child_pids() - kept_ray_pids()
     with open_trackers(cfg, run_dir, resume) as trackers:  # finished (or marked failed) on the way out
         return simulate(cfg, run_dir, resume, trackers, spared)
 

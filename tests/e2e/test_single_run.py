@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,22 +27,31 @@ METRICS = [c for c in COLUMNS if c not in TIME_COLUMNS]
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, data_dir, ray_cluster_address):
-    """Tiny runs: seed 0, seed 0 again, seed 1 with both evaluations off (the smoke experiment:
-    TINY's settings as a preset), and seed 0 with one client per message.
+    """Tiny runs: "a" seed 0; "c" seed 1 with both evaluations off (the smoke experiment:
+    TINY's settings as a preset); then one sweep of two jobs, "d" seed 0 with one client
+    per message and "b" seed 0 again, which runs on the Ray worker "d" left (a sweep's jobs
+    share Ray and its idle workers).
 
     They attach to one running Ray cluster (saves a Ray start each); the other tests of
     this module start their own private Ray, as a plain `python -m sim` does.
     """
+    common = [f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"]
     runs = {}
     no_eval = ["experiment=smoke", "seed=1", "eval_clients_per_round=0", "central_eval_every=0"]
-    for name, args in (("a", [*TINY, "seed=0"]), ("b", [*TINY, "seed=0"]), ("c", no_eval),
-                       ("d", [*TINY, "seed=0", "strategy.packable=false"])):
+    for name, args in (("a", [*TINY, "seed=0"]), ("c", no_eval),
+                       ("d,b", ["-m", *TINY, "seed=0", "strategy.packable=false,true"])):
         cwd = tmp_path_factory.mktemp(f"run_{name}")
-        result = run_cli([*args, f"dataset.data_dir={data_dir}", f"resources.address={ray_cluster_address}"], cwd=cwd)
+        result = run_cli([*args, *common], cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        (run_dir,) = run_dirs(cwd)
-        runs[name] = (run_dir, result)
+        for key, run_dir in zip(name.split(","), run_dirs(cwd) if "-m" not in args else _sweep_dirs(cwd)):
+            runs[key] = (run_dir, result)
     return runs
+
+
+def _sweep_dirs(cwd):
+    """A sweep's run directories, in job order."""
+    (root,) = {path.parent for path in (cwd / "results" / "multirun").rglob("sweep.csv")}
+    return [Path(d) for d in pd.read_csv(root / "sweep.csv")["run_dir"]]
 
 
 def test_run_writes_history_summary_curves_and_config(tiny_runs):
@@ -66,7 +76,10 @@ def test_run_writes_history_summary_curves_and_config(tiny_runs):
 
 
 def test_same_seed_same_history_other_seed_differs(tiny_runs):
+    """Also on a Ray worker kept from a sweep's previous job ("b"): the history of a fresh one ("a")."""
     a, b, c = (pd.read_csv(tiny_runs[k][0] / "history.csv")[METRICS] for k in "abc")
+    sweep_output = tiny_runs["b"][1].stdout + tiny_runs["b"][1].stderr
+    assert sweep_output.count("Ray kept from the previous job, with 1 idle worker(s)") == 1, sweep_output[-3000:]
     pd.testing.assert_frame_equal(a, b)
     assert a["train_loss"].notna().sum() == c["train_loss"].notna().sum() == 2
     assert not np.allclose(a["train_loss"].iloc[1:], c["train_loss"].iloc[1:])

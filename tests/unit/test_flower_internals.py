@@ -314,3 +314,69 @@ def test_a_supernode_polls_every_fifth_of_a_second_not_every_three(monkeypatch, 
         assert node.time.monotonic is time.monotonic  # everything else is the time module
     else:
         assert slept == [3, 0.5, 0.05] and node.time is time
+
+
+# --- shim 11: a sweep's Ray workers kept between its jobs ----------------------------------
+
+
+@pytest.fixture
+def keeping(monkeypatch):
+    """Shim 11 switched on, with `ray.kill` recording what it ends (no Ray in the fast tier)."""
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+    from flwr.simulation.ray_transport.ray_actor import BasicActorPool
+
+    killed = []
+    monkeypatch.setattr(ray, "kill", lambda actor, no_restart=True: killed.append(actor))
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    assert fi.keep_actors_between_runs(True)
+    yield killed, RayBackend, BasicActorPool
+    fi._kept_actors.clear()
+    fi.keep_actors_between_runs(False)
+
+
+def _pool(pool_class, resources, created):
+    """A BasicActorPool as Flower's __init__ leaves it, whose new actors are named new-1, new-2, ..."""
+    pool = object.__new__(pool_class)
+    pool.client_resources, pool.pool, pool.num_actors, pool._future_to_actor = resources, [], 0, {}
+    pool.create_actor_fn = lambda: created.append(f"new-{len(created) + 1}") or created[-1]
+    return pool
+
+
+def test_a_run_keeps_its_idle_actors_and_the_next_pool_of_equal_resources_takes_them(keeping):
+    killed, backend_class, pool_class = keeping
+    one_cpu = {"num_cpus": 1.0, "num_gpus": 0.0}
+    created = []
+    first = _pool(pool_class, one_cpu, created)
+    first.add_actors_to_pool(2)
+    first._future_to_actor = {"straggler's future": first.pool.pop()}  # still busy at the end
+    backend = object.__new__(backend_class)
+    backend.pool = first
+    backend.terminate()  # no ray.shutdown: Ray stays up
+    assert fi.kept_actor_count() == 1 and killed == ["new-2"]  # the busy one is ended
+    second = _pool(pool_class, {"num_gpus": 0, "num_cpus": 1}, created)
+    second.add_actors_to_pool(2)
+    assert second.pool == ["new-1", "new-3"] and second.num_actors == 2  # the kept one, then a new one
+    assert fi.kept_actor_count() == 0
+
+
+def test_kept_actors_of_other_resources_are_ended_before_new_ones_start(keeping):
+    killed, backend_class, pool_class = keeping
+    created = []
+    first = _pool(pool_class, {"num_cpus": 1.0, "num_gpus": 0.0}, created)
+    first.add_actors_to_pool(2)
+    backend = object.__new__(backend_class)
+    backend.pool = first
+    backend.terminate()
+    second = _pool(pool_class, {"num_cpus": 2.0, "num_gpus": 0.0}, created)
+    second.add_actors_to_pool(1)
+    assert killed == ["new-1", "new-2"] and second.pool == ["new-3"]
+    assert fi.release_kept_actors() == 0
+
+
+def test_switching_off_gives_flower_its_terminate_back(keeping):
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    fi.keep_actors_between_runs(False)
+    assert RayBackend.terminate is fi.original(fi.KEEP_ACTORS_SHIM[0])
+    assert fi.keep_actors_between_runs(True) and RayBackend.terminate is fi._terminate_keeping_actors
