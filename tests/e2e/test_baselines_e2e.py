@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from helpers.baselines import BASELINES, CIFAR10, CIFAR10_BAND, HELD_OUT, HELD_OUT_METRICS, SYNTHETIC, less_gain
-from helpers import run_cli, run_dirs
+from helpers import run_cli, run_dirs, sweep_run_dirs
 from sim.regress import check, mean_history
 from sim.report import read_history
 
@@ -30,19 +30,19 @@ def _regress(run_dir, baseline, cwd):
 
 @pytest.mark.slow
 def test_synthetic_curve_matches_its_baseline_and_a_slower_lr_fails(tmp_path, data_dir):
+    """One sweep: the 10x slower rate first, then the baseline's own settings on the Ray workers it left."""
     baseline = BASELINES / "synthetic_fedavg.csv"
-    for name, extra in (("same", []), ("slow", ["client.lr=0.005"])):
-        cwd = tmp_path / name
-        cwd.mkdir()
-        result = run_cli([*SYNTHETIC, *extra, f"dataset.data_dir={data_dir}"], cwd=cwd)
-        assert result.returncode == 0, result.stderr[-3000:]
-        (run_dir,) = run_dirs(cwd)
-        verdict = _regress(run_dir, baseline, cwd)
-        if name == "same":
-            assert verdict.returncode == 0, verdict.stdout + verdict.stderr
-        else:  # a 10x smaller learning rate bends the curve: exit 1 with the table of rounds
-            assert verdict.returncode == 1, verdict.stdout + verdict.stderr
-            assert "central_acc" in verdict.stdout and "round" in verdict.stdout
+    settings = [arg for arg in SYNTHETIC if not arg.startswith("client.lr=")]
+    assert len(settings) == len(SYNTHETIC) - 1
+    result = run_cli(["-m", *settings, "client.lr=0.005,0.05", f"dataset.data_dir={data_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Ray kept from the previous job, with 2 idle worker(s)" in result.stdout + result.stderr
+    slow, same = sweep_run_dirs(tmp_path)
+    verdict = _regress(same, baseline, tmp_path)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    verdict = _regress(slow, baseline, tmp_path)  # a 10x smaller learning rate bends the curve: exit 1
+    assert verdict.returncode == 1, verdict.stdout + verdict.stderr
+    assert "central_acc" in verdict.stdout and "round" in verdict.stdout  # with the table of rounds
 
 
 @pytest.mark.slow
@@ -53,13 +53,15 @@ def test_cifar10_held_out_seeds_stay_in_the_band_and_weaker_curves_fail(tmp_path
               f"resources.address={ray_cluster_address}"]
     runs = {}
     slow_args = ["seed=100", "client.lr=0.005", f"num_rounds={SLOW_ROUNDS}"]
-    for name, extra in [*((f"seed{s}", [f"seed={s}"]) for s in HELD_OUT), ("slow", slow_args)]:
+    seeds = "seed=" + ",".join(str(s) for s in HELD_OUT)
+    for name, args in (("held_out", ["-m", *common, seeds]), ("slow", [*common, *slow_args])):  # held out: a sweep
         cwd = tmp_path / name
         cwd.mkdir()
-        result = run_cli([*common, *extra], cwd=cwd, timeout=600)
+        result = run_cli(args, cwd=cwd, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
-        (runs[name],) = run_dirs(cwd)
-    held_out = [runs[f"seed{s}"] for s in HELD_OUT]
+        runs[name] = sweep_run_dirs(cwd) if "-m" in args else run_dirs(cwd)
+    held_out = runs["held_out"]
+    assert len(held_out) == len(HELD_OUT)
     check_cli = _regress_runs(held_out, CIFAR10_BAND, tmp_path)
     assert check_cli.returncode == 0, check_cli.stdout + check_cli.stderr  # the mean's accuracy is inside
     mean = mean_history([read_history(r) for r in held_out])
@@ -67,7 +69,7 @@ def test_cifar10_held_out_seeds_stay_in_the_band_and_weaker_curves_fail(tmp_path
     assert not check(less_gain(mean, 0.3), band, runs=len(HELD_OUT), metrics=HELD_OUT_METRICS).empty
     first_rounds = tmp_path / "band_first_rounds.csv"  # the band up to the slow run's last round
     band[band["round"] <= SLOW_ROUNDS].to_csv(first_rounds, index=False)
-    slow = _regress_runs([runs["slow"]], first_rounds, tmp_path)  # a 10x smaller learning rate
+    slow = _regress_runs(runs["slow"], first_rounds, tmp_path)  # a 10x smaller learning rate
     assert slow.returncode == 1, slow.stdout + slow.stderr
     assert "central_acc" in slow.stdout and "round" in slow.stdout
 

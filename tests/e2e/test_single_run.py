@@ -1,6 +1,6 @@
 """End-to-end runs of `python -m sim` in a subprocess, on small settings.
 
-Real Flower, real Ray, real torch: nothing is mocked. Each run starts its own Ray.
+Real Flower, real Ray, real torch: nothing is mocked. The tiny runs attach to the test worker's Ray cluster; the rest start their own.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psutil
 import pytest
 
-from helpers import TINY, processes_started_by, run_cli, run_dirs
+from helpers import TINY, processes_started_by, run_cli, run_dirs, sweep_run_dirs
 from sim.run.history import COLUMNS, TIME_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -43,15 +42,9 @@ def tiny_runs(tmp_path_factory, data_dir, ray_cluster_address):
         cwd = tmp_path_factory.mktemp(f"run_{name}")
         result = run_cli([*args, *common], cwd=cwd)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        for key, run_dir in zip(name.split(","), run_dirs(cwd) if "-m" not in args else _sweep_dirs(cwd)):
+        for key, run_dir in zip(name.split(","), sweep_run_dirs(cwd) if "-m" in args else run_dirs(cwd)):
             runs[key] = (run_dir, result)
     return runs
-
-
-def _sweep_dirs(cwd):
-    """A sweep's run directories, in job order."""
-    (root,) = {path.parent for path in (cwd / "results" / "multirun").rglob("sweep.csv")}
-    return [Path(d) for d in pd.read_csv(root / "sweep.csv")["run_dir"]]
 
 
 def test_run_writes_history_summary_curves_and_config(tiny_runs):

@@ -144,6 +144,14 @@ def run_dirs(cwd: Path) -> list[Path]:
     return sorted(p.parent for p in (cwd / "results").rglob("history.csv"))
 
 
+def sweep_run_dirs(cwd: Path) -> list[Path]:
+    """The run directories of the one sweep under `cwd/results/multirun`, in job order (from its sweep.csv)."""
+    import pandas as pd
+
+    (csv_path,) = (cwd / "results" / "multirun").rglob("sweep.csv")
+    return [Path(d) for d in pd.read_csv(csv_path)["run_dir"]]
+
+
 def processes_started_by(pid: int) -> list[psutil.Process]:
     """Every live process below `pid`: its private Ray instance (GCS, raylet, agents, workers)."""
     return psutil.Process(pid).children(recursive=True)
