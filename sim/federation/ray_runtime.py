@@ -6,6 +6,8 @@ leaves it running afterwards. The dashboard is never started, Ray's usage stats 
 (see `sim/__init__.py`), and worker logs reach the console only when `verbose=true`.
 No process of the run imports pyarrow for Ray's Arrow serializers (shim 7 of
 `sim/federation/flower_internals.py`, installed in the driver and by each worker's setup hook).
+In a sweep, a job that ended well leaves Ray and its idle workers up for the next job with
+the same resources (`keep_ray_between_runs`, shim 11).
 """
 
 from __future__ import annotations
