@@ -108,7 +108,8 @@ class WarmCli:
         command = [sys.executable, "-m", module, *args]
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            request = {"module": module, "args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            request = {"module": module, "args": args, "cwd": str(cwd), "env": env,
+                       "stdout": str(out), "stderr": str(err)}
             self._proc.stdin.write(json.dumps(request).encode() + b"\n")
             pid = self._reply(timeout=60)["pid"]
             ended = self._reply(timeout)

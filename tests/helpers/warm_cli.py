@@ -19,8 +19,9 @@ reads the environment when imported sees the template's (the test process's) env
 `helpers.run_cli` therefore starts a real process for a call that passes its own `env`,
 and the tests about signals, process trees and interpreter start-up start real processes.
 
-Protocol (one JSON object a line): request `{"module", "args", "cwd", "env", "stdout",
-"stderr"}`; replies `{"ready": true}` once the imports are done, then per request `{"pid": N}` once forked, then `{"returncode": N}` once it exited.
+Protocol (one JSON object a line): the template replies `{"ready": true}` once its imports
+are done; then for each request `{"module", "args", "cwd", "env", "stdout", "stderr"}` it
+replies `{"pid": N}` once forked and `{"returncode": N}` once the run exited.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def _become_the_run(request: dict) -> None:
 
 
 def _reply(message: dict) -> None:
+    """One protocol line to the test process."""
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 
