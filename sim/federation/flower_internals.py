@@ -169,7 +169,7 @@ PINNED_SOURCES = {
         "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3",
     "flwr.supernode.start_client_internal:_push_messages":
         "00bb86faffdec114db87e7f716af2acd901d12284e44f51f5c2a84704db05f64",
-    # shim 11: replaced while the switch is on (keeps idle actors and Ray; ends busy ones as Flower does)
+    # shim 11: replaced while the switch is on (keeps idle actors and Ray; kills busy ones)
     "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend.terminate":
         "572052de11fe046c057296609a80a242237f476ca547d6bd10fcb186e5c221c4",
     # shim 11: wrapped to take kept actors first; `pool` is its list of idle actors
@@ -658,16 +658,23 @@ def _resources_key(client_resources: dict) -> tuple:
     return tuple(sorted((str(k), float(v)) for k, v in client_resources.items()))
 
 
+def _kill(actors: list) -> None:
+    """End `actors` at once (`ray.kill`: their resources are free when it returns)."""
+    import ray
+
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+
+
 def release_kept_actors() -> int:
-    """End every actor kept for a next run (`ray.kill`, which frees its resources at once); their number."""
+    """End every actor kept for a next run; their number."""
     import ray
 
     with _lock:
         actors = [actor for _, actor in _kept_actors]
         _kept_actors.clear()
     if ray.is_initialized():
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
+        _kill(actors)
     return len(actors)
 
 
@@ -683,11 +690,7 @@ def _add_kept_actors_first(self, num_actors: int) -> None:
         matching = [actor for k, actor in _kept_actors if k == key][:num_actors]
         others = [actor for k, actor in _kept_actors if k != key]
         _kept_actors.clear()
-    if others:  # their CPUs and GPUs are needed for this pool's new actors
-        import ray
-
-        for actor in others:
-            ray.kill(actor, no_restart=True)
+    _kill(others)  # their CPUs and GPUs are needed for this pool's new actors
     self.pool.extend(matching)
     self.num_actors += len(matching)
     if num_actors > len(matching):
@@ -699,14 +702,11 @@ def _terminate_keeping_actors(self) -> None:
     pool = self.pool
     if pool is None:
         return
-    import ray
-
     key = _resources_key(pool.client_resources)
     with _lock:
         _kept_actors.extend((key, actor) for actor in pool.pool)
-    for actor in pool._future_to_actor.values():  # still busy (a straggler past round_timeout): its
-        ray.kill(actor, no_restart=True)  # resources are freed now, as Flower's ray.shutdown would
-    pool.pool, pool._future_to_actor = [], {}
+    _kill(list(pool._future_to_actor.values()))  # still busy (a straggler past round_timeout): freed now,
+    pool.pool, pool._future_to_actor = [], {}  # as Flower's ray.shutdown would free them
 
 
 def keep_actors_between_runs(keep: bool) -> bool:

@@ -138,8 +138,8 @@ def _node_id(supernode_log: Path) -> int:
 
 
 def _start_extra_supernode(port: int, ca: str, node_config: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """A SuperNode started beside the deployment's own, on the same SuperLink (trusting its CA), with a FLWR_HOME of its own:
-    Flower's FAB install makes the app folder before it copies the files in, so a second SuperNode
+    """A SuperNode started beside the deployment's own, on the same SuperLink (trusting its CA), with a
+    FLWR_HOME of its own: Flower's FAB install makes the app folder before it copies the files in, so a second SuperNode
     installing into the same home at the same moment sees the folder and loads a half-copied app."""
     with log.open("wb") as out:
         return subprocess.Popen(
