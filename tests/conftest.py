@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CIFAR10_ARCHIVE, compose_config
+from helpers import CIFAR10_ARCHIVE, PORTABLE_NUMERICS, compose_config
 
 # No test contacts the Hugging Face hub; set before any test module imports datasets/huggingface_hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Every process a test starts (Ray, runs, workers) inherits these before it imports torch.
+os.environ.update(PORTABLE_NUMERICS)
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,10 @@
 
 The synthetic curve is deterministic and checked with an absolute tolerance; a 10x slower
 learning rate must fail it. On the shared CIFAR-10 copy, seeds NOT in the band (HELD_OUT)
-are run and their mean curve must stay inside the band, while the same runs with 30 % less
-gain above chance, and a run with a 10x smaller learning rate (a different curve: on this
-configuration it learns faster, outside the band from round 1), must fail. The slower-rate
-run stops after SLOW_ROUNDS rounds and is checked against the band's first rounds, which
-is where it leaves the band (0.20 against at most 0.18 at round 1, measured). How the
-baselines were made: tests/helpers/baselines.py.
+are run and their mean curve (accuracy and loss) must stay inside the band, while the same
+runs with 30 % less gain above chance, and a run with a 10x smaller learning rate, must
+fail. The slower-rate run stops after SLOW_ROUNDS rounds and is checked against the band's
+first rounds, where it already lags. How the baselines were made: tests/helpers/baselines.py.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ def test_cifar10_held_out_seeds_stay_in_the_band_and_weaker_curves_fail(tmp_path
     common = [*CIFAR10, f"dataset.path={cifar10_archive}", f"dataset.data_dir={data_dir}",
               f"resources.address={ray_cluster_address}"]
     runs = {}
-    slow_args = ["seed=100", "client.lr=0.005", f"num_rounds={SLOW_ROUNDS}"]
+    slow_args = ["seed=100", "client.lr=0.002", f"num_rounds={SLOW_ROUNDS}"]  # the experiment trains at 0.02
     seeds = "seed=" + ",".join(str(s) for s in HELD_OUT)
     for name, args in (("held_out", ["-m", *common, seeds]), ("slow", [*common, *slow_args])):  # held out: a sweep
         cwd = tmp_path / name

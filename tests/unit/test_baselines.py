@@ -15,7 +15,7 @@ from sim.regress import check
 def test_cifar10_band_fails_a_curve_with_30_percent_less_gain():
     """On the committed band alone: its mean curve passes as a mean of two runs; 30 % less gain fails."""
     band = pd.read_csv(CIFAR10_BAND)
-    assert (band["central_acc_n"] >= 10).all() and (band["central_loss_n"] >= 10).all()
+    assert (band["central_acc_n"] >= 20).all() and (band["central_loss_n"] >= 20).all()
     typical = band[["round"]].assign(central_acc=band["central_acc_mean"], central_loss=band["central_loss_mean"])
     assert check(typical, band, runs=len(HELD_OUT)).empty
     for metric in ("central_acc", "central_loss"):  # each metric on its own catches it
