@@ -6,7 +6,7 @@ them on purpose only (see the README, "Guarding accuracy curves in CI"):
 
     export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2
 
-    # synthetic, deterministic: one curve, checked with an absolute tolerance
+    # synthetic, deterministic: one curve, checked with an absolute tolerance (SYNTHETIC_TOLERANCE)
     python -m sim <SYNTHETIC settings below> hydra.run.dir=/tmp/base/synthetic
     python -m sim.regress build /tmp/base/synthetic --out tests/baselines/synthetic_fedavg.csv
 
@@ -45,14 +45,19 @@ BASELINES = REPO / "tests" / "baselines"
 
 
 SYNTHETIC = [
-    "dataset=synthetic", "dataset.num_train=2000", "dataset.num_test=500", "num_clients=10",
+    "dataset=synthetic", "dataset.num_train=2000", "dataset.num_test=1000", "num_clients=10",
     "clients_per_round=5", "eval_clients_per_round=0", "num_rounds=8", "client.epochs=2",
-    "client.lr=0.05", "client.batch_size=16",
+    "client.lr=0.02", "client.batch_size=16",
     # two clients at once on any machine: the server sums one partial aggregate per message pack, so
-    # the pack count moves the floats, and this fast-learning curve amplifies that (about 0.1 in
-    # accuracy by round 8 with one pack); a private Ray of 2 CPUs gives the baseline's 2 packs
+    # the pack count moves the floats, and training amplifies that; a private Ray of 2 CPUs gives
+    # the baseline's 2 packs
     "resources.ray_cpus=2",
 ]
+# The synthetic curve's tolerance (`sim.regress --floor`, central_acc). Other CPU kernels move the
+# last bits, and training amplifies them: measured 2026-11-29 with SSE instead of AVX2 kernels, this
+# curve (0.117 -> 0.596 over 8 rounds) moved by 0.015 at most; a 10x smaller rate stays at 0.10-0.13,
+# 0.19 below it by round 4. (The curve before, at lr 0.05, moved by 0.086: no tolerance fits that.)
+SYNTHETIC_TOLERANCE = 0.05
 CIFAR10 = ["experiment=cifar10_iid"]  # 20 clients, IID, 4 a round, 5 rounds (conf/experiment/)
 
 
