@@ -27,7 +27,7 @@ from hydra.utils import get_class
 from torch import nn
 
 from sim.federation.client_app import ClientFailure
-from sim.federation.training import SGD
+from sim.federation.training import SGD, add_weighted
 
 Tensors = dict[str, torch.Tensor]
 STATE_PREFIX, EXTRA_PREFIX, SERVER_PREFIX = "state.", "extra.", "server."
@@ -189,9 +189,9 @@ def train_reply(
         model.load_state_dict(start)
         result = rule.train(model, task, states.get(str(cid)), server)
         n = task.num_examples
-        _accumulate(sums["arrays"], result.weights, n)
+        add_weighted(sums["arrays"], result.weights, n)
         for name, tensors in result.extras.items():
-            _accumulate(sums.setdefault(name, {}), tensors, n)
+            add_weighted(sums.setdefault(name, {}), tensors, n)
         for key, value in result.metrics.items():
             metric_sums[key] = metric_sums.get(key, 0.0) + float(value) * n
         if result.state is not None:
@@ -209,12 +209,6 @@ def train_reply(
     metrics.update({k: v / total for k, v in metric_sums.items()})
     reply["metrics"] = MetricRecord(metrics)
     return RecordDict(reply)
-
-
-def _accumulate(into: Tensors, tensors: Tensors, n: int) -> None:
-    for key, value in tensors.items():
-        contribution = value.detach().double() * n
-        into[key] = into[key] + contribution if key in into else contribution
 
 
 def evaluate_reply(

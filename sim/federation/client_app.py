@@ -22,7 +22,7 @@ from flwr.clientapp import ClientApp
 from sim.federation.client_data import ClientData, DataHandle
 from sim.federation.client_settings import ClientSettings
 from sim.models import build_model as instantiate_model
-from sim.federation.training import Normalizer, evaluate, gather, task_seed, train_local
+from sim.federation.training import Normalizer, add_weighted, evaluate, gather, task_seed, train_local
 
 
 TRAIN_TASK, EVALUATE_TASK = 0, 1
@@ -105,9 +105,7 @@ def train_pack(
         model.load_state_dict(start_state)
         loss = train_local(model, x, y, train, normalize, task_seed(settings.seed, server_round, cid))
         n = len(y)
-        for key, value in model.state_dict().items():
-            contribution = value.detach().double() * n
-            weight_sum[key] = weight_sum[key] + contribution if key in weight_sum else contribution
+        add_weighted(weight_sum, model.state_dict(), n)
         total += n
         loss_sum += loss * n
     if failures == len(config["cids"]):

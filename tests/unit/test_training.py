@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sim.federation.training import SGD
+from sim.federation.training import SGD, add_weighted
 
 
 def _train(make_optimizer, steps: int = 5) -> list[torch.Tensor]:
@@ -73,3 +73,24 @@ def test_sgd_exposes_torch_optims_state_and_param_groups():
         torch.testing.assert_close(optimizers[0].state[p]["momentum_buffer"], optimizers[1].state[q]["momentum_buffer"],
                                    rtol=0, atol=0)
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_add_weighted_sums_bit_for_bit_as_float64_products_and_leaves_its_inputs_alone():
+    """The in-place sum equals `sum + t.double() * n` exactly, for float32, float64 and integer tensors."""
+    generator = torch.Generator().manual_seed(0)
+    states = [
+        {"w": torch.randn(257, generator=generator), "w64": torch.randn(5, dtype=torch.float64, generator=generator),
+         "count": torch.tensor(3 + i)}
+        for i in range(4)
+    ]
+    originals = [{k: v.clone() for k, v in state.items()} for state in states]
+    counts = [7, 1, 130, 2048]
+    expected: dict[str, torch.Tensor] = {}
+    summed: dict[str, torch.Tensor] = {}
+    for state, n in zip(states, counts):
+        for key, value in state.items():
+            contribution = value.double() * n
+            expected[key] = expected[key] + contribution if key in expected else contribution
+        add_weighted(summed, state, n)
+    assert all(summed[k].dtype == torch.float64 and torch.equal(summed[k], expected[k]) for k in expected)
+    assert all(torch.equal(s[k], o[k]) for s, o in zip(states, originals) for k in s)  # inputs untouched
