@@ -28,10 +28,10 @@ CIFAR10_ARCHIVE = Path(
 
 # The CPU kernels every test process uses, whatever the machine's newest vector instructions:
 # torch picks kernels by the CPU, and a curve compared with committed numbers (tests/baselines/)
-# moves with them (measured: the synthetic baseline's central_acc at round 8 was 0.38 on the
-# machine that made it, 0.34 on an AVX2-only one). ATen's own kernels, oneDNN's convolutions
-# and MKL's matrix products each take the AVX2 path (MKL in its reproducible mode), the
-# fastest every x86-64 machine here has.
+# moves with them (measured: the former synthetic baseline's central_acc at round 8 was 0.38 on
+# the machine that made it, 0.34 on an AVX2-only one). ATen's own kernels, oneDNN's convolutions
+# and MKL's matrix products each take the AVX2 path (MKL in its reproducible mode), which every
+# machine this project has run on has.
 PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
 
 # A run small enough for seconds on two cores: synthetic data, few clients, few rounds.

@@ -13,8 +13,8 @@ them on purpose only (see the README, "Guarding accuracy curves in CI"):
     # real CIFAR-10 (shared copy): a band over seeds 0..19 (central accuracy and loss), one
     # client at a time (1 CPU, one message pack per round) as CI's runs on the tests' 1-CPU
     # Ray cluster do; two sweeps of ten seeds side by side (the band was made as four of five)
-    python -m sim -m experiment=cifar10_iid dataset.path=... resources.ray_cpus=1 seed=range(0,10) hydra.sweep.dir=/tmp/base/a
-    python -m sim -m experiment=cifar10_iid dataset.path=... resources.ray_cpus=1 seed=range(10,20) hydra.sweep.dir=/tmp/base/b
+    python -m sim -m experiment=cifar10_iid dataset.path=... resources.ray_cpus=1 'seed=range(0,10)' hydra.sweep.dir=/tmp/base/a
+    python -m sim -m experiment=cifar10_iid dataset.path=... resources.ray_cpus=1 'seed=range(10,20)' hydra.sweep.dir=/tmp/base/b
     python -m sim.regress build /tmp/base/a /tmp/base/b --metrics central_acc,central_loss \
         --out tests/baselines/cifar10_iid_band.csv
 
