@@ -1,6 +1,6 @@
 """The committed CIFAR-10 band fails a curve with 30 % less gain above chance, on its numbers alone.
 
-How the baselines were made, and why the held-out check covers central_acc only:
+How the baselines were made, and why the band is IID with twenty seeds:
 tests/helpers/baselines.py. The runs themselves are checked in tests/e2e/test_baselines_e2e.py.
 """
 
