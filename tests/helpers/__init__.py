@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 import psutil
-from hydra import compose, initialize_config_dir
+
+from helpers.compose_cache import compose_cached
 
 REPO = Path(__file__).resolve().parents[2]  # tests/helpers/ -> the repo root
 CONF_DIR = REPO / "conf"
@@ -49,9 +50,12 @@ TINY = [
 
 
 def compose_config(overrides: list[str] | None = None, return_hydra_config: bool = False):
-    """The real config tree composed with `overrides`, as the CLI would see it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
+    """The real config tree composed with `overrides`, as the CLI would see it.
+
+    Each set of config-group choices is composed by Hydra once per test process
+    (`helpers.compose_cache`); the value overrides are applied to a copy by Hydra's own code.
+    """
+    return compose_cached(CONF_DIR, list(overrides or []), return_hydra_config)
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 240, module: str = "sim", env: dict | None = None):

@@ -1,22 +1,21 @@
 """Tests of `sim.config.validate`: every bad value fails with one line naming its key; every option passes.
 
 Configs are the real tree under conf/, composed with Hydra's compose API and overrides, as
-`python -m sim` would see them. GPU visibility is pinned (monkeypatched) so the results do
-not depend on the machine the tests run on.
+`python -m sim` would see them (each set of group choices once: `helpers.compose_cache`).
+GPU visibility is pinned (monkeypatched) so the results do not depend on the machine the
+tests run on.
 """
 
 from __future__ import annotations
 
 import functools
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from helpers import CONF_DIR
+from helpers import CONF_DIR, compose_config
 import sim.config.validate as validate_module
 from sim.config.validate import OPTIONAL, REQUIRED, STRATEGY_RULES, ConfigError, train_set_size, validate
 
@@ -27,16 +26,9 @@ GPU_OPTIONS = {"resources=gpu"}  # pass only with a visible GPU (or declared ray
 REAL_GPU_VISIBLE = validate_module._gpu_visible  # before the autouse fixture replaces it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def hydra_conf_dir() -> Iterator[None]:
-    """Hydra initialised on conf/ once for this module; GlobalHydra is cleared afterwards."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        yield
-
-
 def make_cfg(*overrides: str) -> DictConfig:
     """The real config composed with `overrides`, as `python -m sim` would see it."""
-    return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 # Options that need one value from the user (their source, their class) to be complete.
