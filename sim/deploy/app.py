@@ -36,7 +36,9 @@ from omegaconf import DictConfig
 from sim.federation.client_app import build_client_app
 from sim.federation.client_data import ClientData
 from sim.federation.client_settings import ClientSettings
-from sim.federation.flower_internals import remove_message_pickup_floor, shorten_superlink_reply_poll
+from sim.federation.flower_internals import (
+    remove_message_pickup_floor, shorten_object_pull_backoff, shorten_superlink_reply_poll,
+)
 from sim.config.compose import absolute_paths, client_config_from, client_config_text, new_run, split_overrides
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
@@ -108,6 +110,7 @@ def serve(grid: Grid, context: Context) -> Path:
     config = message_config(cfg, base)  # before the data load adds its shape and stats to cfg
     remove_message_pickup_floor()  # Flower's vce engine picks up messages as soon as they exist
     shorten_superlink_reply_poll()  # on a SuperLink: replies seen within 0.1 s, not on a 3 s tick
+    shorten_object_pull_backoff()  # and their objects asked for again within 0.2 s, not after 1-10 s
     log.info("run directory: %s", run_dir)
     started = time.perf_counter()
     cfg, data, partition = load_data(absolute_paths(cfg, base))  # cfg now holds the data's shape and stats

@@ -91,6 +91,17 @@ The shims:
    actor gives a job the same results as a new one (tested). A busy actor (a straggler
    past `round_timeout`) is killed, which frees its resources as Flower's `ray.shutdown`
    would. `release_kept_actors` ends the kept ones.
+12. **Object pulls retried within 0.2 s** (`shorten_object_pull_backoff`). A message's
+   arrays travel as separate objects, pulled by `inflatable_utils.pull_objects`; an object
+   not there yet is asked for again after 1 s, then 2, 4, 8 and 10 s. In a deployment that
+   wait is met on every message: a SuperNode stores a message and then pulls its objects
+   from the SuperLink, while its SuperExec already starts the ClientApp task, whose first
+   pull of those objects from the SuperNode finds them missing (measured: tasks of a
+   4-SuperNode run waited 1.0-3.6 s of their 2.3-5.7 s there). The shim sets the two
+   functions' defaults to a first wait of 0.02 s doubling to at most 0.2 s; the try count
+   goes and `max_time` (Flower's 2 hours) bounds the wait alone (Flower's 500 tries of its
+   backoff last about 80 minutes). What is pulled is unchanged. Called in a deployment's
+   ServerApp, SuperNodes (`sim.deploy.supernode`) and ClientApp tasks (`sim.deploy.warm_template`).
 """
 
 from __future__ import annotations
@@ -169,6 +180,18 @@ PINNED_SOURCES = {
         "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3",
     "flwr.supernode.start_client_internal:_push_messages":
         "00bb86faffdec114db87e7f716af2acd901d12284e44f51f5c2a84704db05f64",
+    # shim 12: their keyword defaults are changed (the backoff between tries for an object not there yet)
+    "flwr.supercore.inflatable.inflatable_utils:pull_objects":
+        "31bb2de46b450e6acfadb7a8bb15e3f2074bb112199826a40a5eaa648bad5b2b",
+    "flwr.supercore.inflatable.inflatable_utils:pull_and_inflate_object_from_tree":
+        "139811483a15e4a6c1f8523614c12f28dd3049194e5713816be0931387adb1cf",
+    # shim 12: they pull with those defaults (a ClientApp task, a SuperNode, a deployment's ServerApp)
+    "flwr.supernode.runtime.run_clientapp:pull_task_input":
+        "5607a23e1673ee876930c1b35685b8dfdfd8b3776a436560b0467042e15fc695",
+    "flwr.supernode.start_client_internal:_pull_and_store_message":
+        "eaf5d0e36dc34e4cf46a490511d077ac55cc8edbbcdbe938c1f6dbcb758628be",
+    "flwr.superlink.grid.http_grid:HttpGrid.pull_messages":
+        "67a5266a5a2ed51557437a15ef4c8844f46576bc5bb6b0753d2a2f6230a3aa83",
     # shim 11: replaced while the switch is on (keeps idle actors and Ray; kills busy ones)
     "flwr.server.superlink.fleet.vce.backend.raybackend:RayBackend.terminate":
         "572052de11fe046c057296609a80a242237f476ca547d6bd10fcb186e5c221c4",
@@ -607,6 +630,29 @@ def shorten_supernode_polls(seconds: float = SUPERNODE_POLL_S) -> bool:
     if not _usable("flwr", SUPERNODE_POLL_SHIM, "SuperNode poll shim"):
         return False
     import_module(_NODE).time = CappedSleep(seconds)
+    return True
+
+
+# --- shim 12: object pulls retried within 0.2 s ---------------------------------------------
+
+_INFLATABLE = "flwr.supercore.inflatable.inflatable_utils"
+OBJECT_PULL_SHIM = [f"{_INFLATABLE}:pull_objects", f"{_INFLATABLE}:pull_and_inflate_object_from_tree",
+                    "flwr.supernode.runtime.run_clientapp:pull_task_input",
+                    f"{_NODE}:_pull_and_store_message", f"{_HTTP_GRID}.pull_messages"]
+PULL_BACKOFF = {"initial_backoff": 0.02, "backoff_cap": 0.2, "max_tries_per_object": None}  # Flower: 1 s, 10 s, 500
+
+
+def shorten_object_pull_backoff() -> bool:
+    """Make this process ask again for a message's missing objects within `PULL_BACKOFF`'s 0.2 s, not 1-10 s.
+
+    Idempotent; returns False (with one warning) and leaves Flower as it is when the
+    installed Flower is not the version, or not the code, the shim was written for.
+    """
+    if not _usable("flwr", OBJECT_PULL_SHIM, "object-pull backoff shim"):
+        return False
+    module = import_module(_INFLATABLE)
+    for function in (module.pull_objects, module.pull_and_inflate_object_from_tree):
+        function.__kwdefaults__.update(PULL_BACKOFF)
     return True
 
 

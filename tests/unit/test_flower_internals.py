@@ -316,6 +316,50 @@ def test_a_supernode_polls_every_fifth_of_a_second_not_every_three(monkeypatch, 
         assert slept == [3, 0.5, 0.05] and node.time is time
 
 
+# --- shim 12: object pulls retried within 0.2 s ---------------------------------------------
+
+
+@pytest.mark.parametrize("flower_as_pinned", [True, False])
+def test_missing_objects_are_asked_for_again_within_a_fifth_of_a_second(monkeypatch, flower_as_pinned):
+    """Shim 12: the waits between tries for an object not there yet start at 0.02 s and stop growing at 0.2 s."""
+    from types import SimpleNamespace
+
+    from flwr.supercore.inflatable import inflatable_utils as iu
+
+    for function in (iu.pull_objects, iu.pull_and_inflate_object_from_tree):  # put back after the test
+        monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
+    monkeypatch.setattr(fi, "_checked", {})
+    if not flower_as_pinned:
+        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    assert fi.shorten_object_pull_backoff() == flower_as_pinned
+
+    waits = []
+
+    class RecordingEvent(threading.Event):
+        def wait(self, timeout=None):  # the pause between tries, recorded instead of waited
+            waits.append(timeout)
+            return False
+
+    monkeypatch.setattr(iu, "threading", SimpleNamespace(Lock=threading.Lock, Event=RecordingEvent))
+    monkeypatch.setattr(iu.random, "uniform", lambda low, high: 0.0)  # no jitter
+    tries = {"a": 0}
+
+    def pull(object_id: str) -> bytes:
+        tries[object_id] += 1
+        if tries[object_id] <= 6:
+            raise iu.ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert iu.pull_objects(["a"], pull) == {"a": b"content"}
+    defaults = iu.pull_and_inflate_object_from_tree.__kwdefaults__
+    if flower_as_pinned:
+        assert waits == [0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
+        assert {k: defaults[k] for k in fi.PULL_BACKOFF} == fi.PULL_BACKOFF  # what a ClientApp task pulls with
+    else:
+        assert waits == [1, 2, 4, 8, 10, 10]
+        assert (defaults["initial_backoff"], defaults["backoff_cap"]) == (1, 10)
+
+
 # --- shim 11: a sweep's Ray workers kept between its jobs ----------------------------------
 
 

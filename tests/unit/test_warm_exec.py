@@ -53,6 +53,8 @@ def test_a_clientapp_task_is_forked_warm_and_imports_the_app_afresh(tmp_path):
         time.sleep(0.05)
     state = json.loads(out.read_text())
     assert state["torch_loaded"]  # imported by the template, before the fork
+    assert state["task_libraries_loaded"]  # and what a task would import lazily (httpcore, PIL)
+    assert state["pull_backoff"] == {"initial_backoff": 0.02, "backoff_cap": 0.2}  # shim 12, set in the template
     assert state["app_modules"] == []  # the app comes from the run's FAB, as in a fresh flwr-clientapp
     assert state["pickup_loop"].startswith("flwr.")  # the app module's shim was put back in the template
     assert state["parent"] != os.getpid() and state["pid"] != os.getpid()  # the forkserver's child, not ours
