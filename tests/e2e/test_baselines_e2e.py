@@ -4,8 +4,9 @@ The synthetic curve is deterministic and checked with an absolute tolerance that
 kernels stay inside; a 10x slower learning rate must fail it. On the shared CIFAR-10 copy,
 seeds NOT in the band (HELD_OUT) are run and their mean curve (accuracy and loss) must stay
 inside the band, while the same runs with 30 % less gain above chance, and a run with a 10x
-smaller learning rate, must fail. The slower-rate run stops after SLOW_ROUNDS rounds and is checked against the band's
-first rounds, where it already lags. How the baselines were made: tests/helpers/baselines.py.
+smaller learning rate, must fail. The slower-rate run stops after SLOW_ROUNDS rounds and is
+checked against the band's first rounds, where it already lags. How the baselines were
+made: tests/helpers/baselines.py.
 """
 
 from __future__ import annotations

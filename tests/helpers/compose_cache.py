@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
 _GROUP_CHOICES: dict[tuple[Path, tuple[str, ...]], DictConfig] = {}  # (conf dir, group overrides) -> composed
@@ -36,7 +37,7 @@ def plain_compose(conf_dir: Path, overrides: list[str], return_hydra_config: boo
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def split_overrides(conf_dir: Path, overrides: list[str]) -> tuple[list[str], list[Override]] | None:
+def group_choices_and_values(conf_dir: Path, overrides: list[str]) -> tuple[list[str], list[Override]] | None:
     """(group choices as typed, parsed value overrides), or None when the overrides need a plain compose.
 
     An override is a group choice where Hydra's defaults list takes it as one: its key names
@@ -46,7 +47,7 @@ def split_overrides(conf_dir: Path, overrides: list[str]) -> tuple[list[str], li
     _PARSER = _PARSER or OverridesParser.create()
     try:
         parsed = _PARSER.parse_overrides(overrides=list(overrides))
-    except Exception:  # noqa: BLE001 - the plain compose raises Hydra's own error for it
+    except OverrideParseException:  # the plain compose raises Hydra's own error for it
         return None
     groups, values = [], []
     for text, override in zip(overrides, parsed):
@@ -66,7 +67,7 @@ def split_overrides(conf_dir: Path, overrides: list[str]) -> tuple[list[str], li
 
 def compose_cached(conf_dir: Path, overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """What `plain_compose(conf_dir, overrides)` returns, composing each set of group choices once."""
-    split = None if return_hydra_config else split_overrides(conf_dir, overrides)
+    split = None if return_hydra_config else group_choices_and_values(conf_dir, overrides)
     if split is None:
         return plain_compose(conf_dir, overrides, return_hydra_config)
     groups, values = split
