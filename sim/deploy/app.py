@@ -43,6 +43,7 @@ from sim.config.compose import absolute_paths, client_config_from, client_config
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
 from sim.run.history import HistoryWriter
+from sim.deploy.packed_arrays import PackedArraysGrid, packed_arrays_mod
 from sim.deploy.roll_call import answer_roll_call, roll_call
 from sim.federation.ray_runtime import concurrency
 from sim.run.recipe import _start_point, central_evaluator, load_data, make_strategy, save_results
@@ -95,6 +96,8 @@ def serve(grid: Grid, context: Context) -> Path:
     """The ServerApp's main: one run of the configured experiment; returns its run directory."""
     overrides = str(context.run_config.get("overrides", ""))
     deployment = bool(context.run_config.get("deployment", False))
+    if deployment:  # a message's arrays travel as one object each way, not two per array (sim.deploy.packed_arrays)
+        grid = PackedArraysGrid(grid)
     base = Path(os.getcwd())
     from sim.config.validate import validate
 
@@ -190,7 +193,7 @@ def _main(grid: Grid, context: Context) -> None:
         raise RuntimeError(str(err)) from None
 
 
-client_app = build_client_app(ConfigData())
+client_app = build_client_app(ConfigData(), app_mods=[packed_arrays_mod])  # a deployment's arrays come packed
 # Flower's vce engine imports this module (for the ClientApp) before its pickup thread starts:
 # the shim must be in place by then for messages to move as soon as they exist.
 remove_message_pickup_floor()

@@ -165,14 +165,15 @@ def client_settings(settings: ClientSettings | None, handle, msg: Message, conte
     return settings_for_message(msg.content["config"], context)
 
 
-def build_client_app(handle: DataHandle, settings: ClientSettings | None = None, mods=()) -> ClientApp:
+def build_client_app(handle: DataHandle, settings: ClientSettings | None = None, mods=(), app_mods=()) -> ClientApp:
     """A ClientApp whose tasks read the data behind `handle` and train with `settings`.
 
     `settings` travel with the app (built once by the driver), not in the messages; None:
     the handle composes them itself (`sim.deploy.app.ConfigData`). `mods` wrap training
-    (client-side DP clipping).
+    (client-side DP clipping); `app_mods` wrap every handler, outside `mods` (a deployment's
+    `sim.deploy.packed_arrays.packed_arrays_mod`).
     """
-    app = ClientApp()
+    app = ClientApp(mods=list(app_mods))
 
     @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
