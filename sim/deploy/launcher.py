@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from sim.config.compose import compose_config
 from sim.run.console import RoundProgress
 from sim.errors import ConfigError
 from sim.deploy.certificates import TlsFiles, make_certificates
+from sim.deploy.doorbell import DOORBELL_ENV
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
 
 log = logging.getLogger("sim.deploy")
@@ -94,10 +96,11 @@ class Deployment:
         self.env = flwr_environment(env, flwr_home=self.home)
         self.procs: list[subprocess.Popen] = []
         self.nodes: list[subprocess.Popen] = []
+        self.doorbells: Path | None = None  # the SuperExecs' doorbell sockets (a short path: sockets allow ~100 bytes)
 
-    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
-        proc = subprocess.Popen(command, cwd=self.base, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(command, cwd=self.base, env=env or self.env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # Ctrl-C reaches us only; we stop them in order
         out.close()
         self.procs.append(proc)
@@ -134,16 +137,21 @@ class Deployment:
             node_config = f"partition-id={k} num-partitions={self.supernodes} data-dir={json.dumps(str(self.base))}"
         runtime_port = free_port()
         command = [sys.executable, "-m", "sim.deploy.supernode"] if self.fast else ["flower-supernode"]
+        env = None
+        if self.fast:  # the SuperNode rings its SuperExec when a message arrives (sim/deploy/doorbell.py)
+            if self.doorbells is None:
+                self.doorbells = Path(tempfile.mkdtemp(prefix="sim-doorbells-"))
+            env = {**self.env, DOORBELL_ENV: str(self.doorbells / f"{runtime_port}.sock")}
         node = self._start(f"supernode-{k}", [
             *command, *self.client_trust(), "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(runtime_port), "--node-config", node_config,
             *(["--isolation", "process"] if self.fast else []),
-        ])
+        ], env)
         if self.fast:
             self._start(f"superexec-{k}", [
                 sys.executable, "-m", "sim.deploy.warm_exec", "--runtime-api-address", f"127.0.0.1:{runtime_port}",
                 "--insecure", "--parent-pid", str(node.pid),
-            ])
+            ], env)
         return node
 
     def client_trust(self) -> list[str]:
@@ -192,6 +200,8 @@ class Deployment:
             for proc in group:
                 proc.wait(timeout=10)
         shutil.rmtree(self.home, ignore_errors=True)
+        if self.doorbells is not None:
+            shutil.rmtree(self.doorbells, ignore_errors=True)
 
 
 def _quote(override: str) -> str:

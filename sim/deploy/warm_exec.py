@@ -16,12 +16,16 @@ process of its own, started from the same state, so what it computes is what a f
 this project's modules, so it imports the app from the FAB Flower installed for its run,
 as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs
 that install dependencies at run time, go to Flower's own `SubprocessExecutor`.
-`sim.deploy` starts one per SuperNode, beside `sim.deploy.supernode`.
+`sim.deploy` starts one per SuperNode, beside `sim.deploy.supernode`, and gives both a
+doorbell (`SIM_SUPEREXEC_DOORBELL`, `sim/deploy/doorbell.py`): the SuperNode rings when a
+message has arrived, and between rings this SuperExec polls only every `IDLE_POLL_S` instead
+of every `SUPEREXEC_POLL_S`.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import multiprocessing
 import os
@@ -29,11 +33,12 @@ import sys
 from typing import Any, Callable
 
 import sim  # noqa: F401  (offline environment first)
-from sim.federation.flower_internals import run_superexec_with_executor
+from sim.deploy.doorbell import DOORBELL_ENV, IDLE_POLL_S, Doorbell
+from sim.federation.flower_internals import run_superexec_with_executor, wait_between_task_polls
 
 APP_PACKAGE = "sim"  # this project's top-level package: imported by every task from its FAB, never kept
 TEMPLATE_MODULE = "sim.deploy.warm_template"  # the forkserver imports it once: the warm-up
-SUPEREXEC_POLL_S = 0.2  # how often this SuperExec asks its SuperNode for a task (Flower: 1 s)
+SUPEREXEC_POLL_S = 0.2  # how often this SuperExec asks its SuperNode for a task without a doorbell (Flower: 1 s)
 log = logging.getLogger("sim.deploy.warm_exec")
 
 
@@ -135,7 +140,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the SuperNode) exits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy.warm_exec] %(message)s")
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(SUPEREXEC_POLL_S))  # Flower's own knob
+    poll_s = SUPEREXEC_POLL_S
+    if os.environ.get(DOORBELL_ENV):  # woken by the SuperNode's rings, polling rarely otherwise
+        doorbell = Doorbell(os.environ[DOORBELL_ENV])
+        if wait_between_task_polls(doorbell.wait):
+            poll_s = IDLE_POLL_S
+            atexit.register(lambda: log.info("doorbell: woken %d times by the SuperNode, %d polls of %.1f s without",
+                                             doorbell.rings, doorbell.timeouts, IDLE_POLL_S))
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(poll_s))  # Flower's own knob
     executor = WarmClientAppExecutor()
     executor.start()
     run_superexec_with_executor(executor, runtime_api_address=args.runtime_api_address, insecure=args.insecure,

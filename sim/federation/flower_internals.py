@@ -102,6 +102,18 @@ The shims:
    goes and `max_time` (Flower's 2 hours) bounds the wait alone (Flower's 500 tries of its
    backoff last about 80 minutes). What is pulled is unchanged. Called in a deployment's
    ServerApp, SuperNodes (`sim.deploy.supernode`) and ClientApp tasks (`sim.deploy.warm_template`).
+13. **A SuperExec woken by its SuperNode** (`ring_when_messages_arrive`,
+   `wait_between_task_polls`). A SuperExec asks its SuperNode for a task every
+   `FLWR_SUPEREXEC_TASK_POLL_INTERVAL` (`run_superexec` sleeps that long between polls),
+   so a short interval costs both processes CPU all the time (ten SuperNodes at 0.2 s: fifty
+   HTTP requests a second), and a long one delays every message. In the SuperNode the shim
+   calls a `ring` once `_pull_and_store_message` has created a message's task (just before
+   it pulls the message's objects, through its module's `pull_objects`); in the SuperExec
+   it gives `run_superexec`'s module a `time` whose `sleep` is a given `wait`, which
+   returns at the ring (`sim/deploy/doorbell.py`: a Unix datagram socket per pair).
+   The SuperExec polls as soon as there is a task, and only rarely otherwise; what it
+   acquires and launches is unchanged. Used by `sim.deploy.supernode` and `sim.deploy.warm_exec`
+   when `sim.deploy` gives them a doorbell.
 """
 
 from __future__ import annotations
@@ -653,6 +665,64 @@ def shorten_object_pull_backoff() -> bool:
     module = import_module(_INFLATABLE)
     for function in (module.pull_objects, module.pull_and_inflate_object_from_tree):
         function.__kwdefaults__.update(PULL_BACKOFF)
+    return True
+
+
+# --- shim 13: a SuperExec woken by its SuperNode ------------------------------------------
+
+DOORBELL_SHIM = [f"{_NODE}:start_client_internal", f"{_NODE}:_pull_and_store_message", f"{_SUPEREXEC}:run_superexec"]
+_NODE_PULL_OBJECTS = f"{_NODE}:pull_objects"  # what `_pull_and_store_message` calls once the task exists
+
+
+def ring_when_messages_arrive(ring: Callable[[], None]) -> bool:
+    """Make this process's SuperNode loop call `ring()` each time it has a new task for its SuperExec.
+
+    `_pull_and_store_message` creates the task and stores the message, then pulls the
+    message's objects (`pull_objects`, a global of its module): the ring comes just before
+    that pull, so the SuperExec starts the task while the objects arrive, as it would have
+    with a fast poll. Idempotent (the first `ring` stays); returns False (with one warning)
+    and leaves Flower as it is when the installed Flower is not the version, or not the
+    code, the shim was written for.
+    """
+    if _NODE_PULL_OBJECTS in _kept_originals:
+        return True
+    if not _usable("flwr", DOORBELL_SHIM, "SuperExec doorbell shim"):
+        return False
+    module = import_module(_NODE)
+    with _lock:
+        if _NODE_PULL_OBJECTS not in _kept_originals:
+            pull_objects = _kept_originals[_NODE_PULL_OBJECTS] = module.pull_objects
+
+            def ring_then_pull_objects(*args: Any, **kwargs: Any) -> Any:
+                ring()  # the task exists and the message is stored
+                return pull_objects(*args, **kwargs)
+
+            module.pull_objects = ring_then_pull_objects
+    return True
+
+
+class ReplacedSleep:
+    """The `time` module, but `sleep(seconds)` is `wait(seconds)`."""
+
+    def __init__(self, wait: Callable[[float], Any]):
+        self.wait = wait
+
+    def sleep(self, seconds: float) -> None:
+        self.wait(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def wait_between_task_polls(wait: Callable[[float], Any]) -> bool:
+    """Make this process's SuperExec loop (`run_superexec`) call `wait(seconds)` between its task polls, not `time.sleep`.
+
+    Returns False (with one warning) and leaves Flower as it is when the installed Flower
+    is not the version, or not the code, the shim was written for.
+    """
+    if not _usable("flwr", DOORBELL_SHIM, "SuperExec doorbell shim"):
+        return False
+    import_module(_SUPEREXEC).time = ReplacedSleep(wait)
     return True
 
 

@@ -424,3 +424,88 @@ def test_switching_off_gives_flower_its_terminate_back(keeping):
     fi.keep_actors_between_runs(False)
     assert RayBackend.terminate is fi.original(fi.KEEP_ACTORS_SHIM[0])
     assert fi.keep_actors_between_runs(True) and RayBackend.terminate is fi._terminate_keeping_actors
+
+
+# --- shim 13: a SuperExec woken by its SuperNode --------------------------------------------
+
+
+@pytest.fixture
+def supernode_module(monkeypatch):
+    """Flower's SuperNode loop module, its `pull_objects` and the shim's record of it put back after the test."""
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(node, "pull_objects", node.pull_objects)
+    monkeypatch.setattr(fi, "_kept_originals", dict(fi._kept_originals))
+    monkeypatch.setattr(fi, "_checked", {})
+    return node
+
+
+def _store_one_message(node, on_pull, states: list):
+    """Flower's real `_pull_and_store_message` on an in-memory NodeState (appended to `states` first),
+    for one train message with arrays; `on_pull()` is called for each object pulled."""
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore
+    from flwr.supercore.run import Run
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState
+
+    message = Message(RecordDict({"arrays": ArrayRecord([np.ones(3)]), "config": ConfigRecord({"a": 1})}),
+                      dst_node_id=5, message_type="train")
+    message.metadata.__dict__["_message_id"] = message.object_id
+    objects = {object_id: obj.deflate() for object_id, obj in get_all_nested_objects(message).items()}
+    store = InMemoryObjectStore()
+    state = InMemoryNodeState(store)
+    state.set_node_id(5)
+    states.append(state)
+    run = Run.create_empty(1)
+    run.primary_task_type = TaskType.CLIENT_APP
+    state.store_run(run)
+
+    def pull_object(run_id: int, object_id: str) -> bytes:
+        on_pull()
+        return objects[object_id]
+
+    return node._pull_and_store_message(
+        state=state, object_store=store, node_config={}, receive=lambda: (message, get_object_tree(message)),
+        get_run=None, get_fab=None, pull_object=pull_object, confirm_message_received=lambda *args: None,
+        trusted_entities=None)
+
+
+@pytest.mark.parametrize("flower_as_pinned", [True, False])
+def test_a_supernode_rings_once_a_message_has_its_task_before_pulling_its_objects(supernode_module, monkeypatch,
+                                                                                  task_identity, flower_as_pinned):
+    """Shim 13, the SuperNode's side: Flower's own loop step rings after creating the task, before the objects."""
+    if not flower_as_pinned:
+        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    events, states = [], []
+    assert fi.ring_when_messages_arrive(lambda: events.append(("ring", len(states[0].get_tasks())))) == \
+        flower_as_pinned
+    assert fi.ring_when_messages_arrive(lambda: events.append("second ring")) == flower_as_pinned  # the first stays
+    assert _store_one_message(supernode_module, lambda: events.append("pull"), states) == 1  # its run id
+    if flower_as_pinned:
+        assert events[0] == ("ring", 1) and events[1:] == ["pull"] * 6  # one task existed at the ring
+        assert fi.original(fi._NODE_PULL_OBJECTS) is fi._kept_originals[fi._NODE_PULL_OBJECTS]
+    else:
+        assert events == ["pull"] * 6
+    assert fi.source_hash(fi.original(f"{fi._NODE}:_pull_and_store_message")) == \
+        fi.PINNED_SOURCES[f"{fi._NODE}:_pull_and_store_message"]
+
+
+@pytest.mark.parametrize("flower_as_pinned", [True, False])
+def test_a_superexec_waits_between_task_polls_with_the_given_wait(monkeypatch, flower_as_pinned):
+    """Shim 13, the SuperExec's side: `run_superexec`'s sleeps between polls become the doorbell's wait."""
+    from flwr.supercore.superexec import run_superexec as superexec
+
+    monkeypatch.setattr(superexec, "time", superexec.time)  # put back after the test
+    monkeypatch.setattr(fi, "_checked", {})
+    if not flower_as_pinned:
+        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    waited, slept = [], []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    assert fi.wait_between_task_polls(waited.append) == flower_as_pinned
+    superexec.time.sleep(2.0)  # as run_superexec does between two polls
+    if flower_as_pinned:
+        assert waited == [2.0] and slept == [] and superexec.time.monotonic is time.monotonic
+    else:
+        assert waited == [] and slept == [2.0] and superexec.time is time
