@@ -112,7 +112,7 @@ def serve(grid: Grid, context: Context) -> Path:
         raise
     config = message_config(cfg, base)  # before the data load adds its shape and stats to cfg
     remove_message_pickup_floor()  # Flower's vce engine picks up messages as soon as they exist
-    shorten_superlink_reply_poll()  # on a SuperLink: replies seen within 0.1 s, not on a 3 s tick
+    shorten_superlink_reply_poll()  # on a SuperLink: replies seen within 0.1-0.5 s, not on a 3 s tick
     shorten_object_pull_backoff()  # and their objects asked for again within 0.2 s, not after 1-10 s
     log.info("run directory: %s", run_dir)
     started = time.perf_counter()

@@ -38,9 +38,11 @@ The shims:
 6. **Reply polling on a SuperLink** (`shorten_superlink_reply_poll`). A deployment's
    ServerApp talks to its SuperLink through `HttpGrid`, whose `send_and_receive` pulls
    replies and then sleeps 3 s until all are in: every round of a deployment ended on a
-   3-second tick. The shim pulls every `SUPERLINK_PULL_INTERVAL_S` instead (one small
-   request to the SuperLink each time); what is pushed and pulled is unchanged. Called by
-   the deployment's ServerApp (`sim/deploy/app.py`).
+   3-second tick. The shim pauses `SUPERLINK_PULL_INTERVAL_S` (0.1 s) instead, growing by
+   half after each pull that found nothing up to `SUPERLINK_PULL_MAX_INTERVAL_S` (0.5 s),
+   and back to 0.1 s after one that found replies: each pull is a request the SuperLink
+   answers, and a 26 s round polled every 0.1 s made 260 of them. What is pushed and
+   pulled is unchanged. Called by the deployment's ServerApp (`sim/deploy/app.py`).
 7. **Ray without pyarrow** (`skip_ray_arrow_serializers`). Every Ray process imports
    pyarrow, when it is installed (flwr-datasets needs it), only to register Ray Data's
    serializers for Arrow objects: about 40 MB per process (driver and each worker), for
@@ -509,23 +511,34 @@ def set_reply_poll_interval(grid: Any, seconds: float) -> None:
 
 _HTTP_GRID = "flwr.superlink.grid.http_grid:HttpGrid"
 SUPERLINK_POLL_SHIM = [f"{_HTTP_GRID}.send_and_receive"]
-SUPERLINK_PULL_INTERVAL_S = 0.1  # Flower: 3 s
+SUPERLINK_PULL_INTERVAL_S = 0.1  # the first pause, and the pause after a pull that brought replies (Flower: 3 s)
+SUPERLINK_PULL_MAX_INTERVAL_S = 0.5  # pauses grow by half after each empty pull, to at most this
+SUPERLINK_PULL_GROWTH = 1.5
 
 
 def http_send_and_receive(self, messages, *, timeout: float | None = None):
-    """Flower's `HttpGrid.send_and_receive`, pausing `SUPERLINK_PULL_INTERVAL_S` between pulls, not 3 s."""
+    """Flower's `HttpGrid.send_and_receive`, pausing 0.1-0.5 s between pulls, not 3 s.
+
+    The pause starts at `SUPERLINK_PULL_INTERVAL_S`, grows by `SUPERLINK_PULL_GROWTH` after
+    each pull that found no reply, up to `SUPERLINK_PULL_MAX_INTERVAL_S`, and starts again
+    after one that found some (replies come in bursts, as clients finish together).
+    """
     msg_ids = set(self.push_messages(messages))
     del messages
     end_time = time.time() + (timeout if timeout is not None else 0.0)
     ret = []
+    interval = SUPERLINK_PULL_INTERVAL_S
     while timeout is None or time.time() < end_time:
         res_msgs = self.pull_messages(msg_ids)
         ret.extend(res_msgs)
         msg_ids.difference_update({msg.metadata.reply_to_message_id for msg in res_msgs})
         if len(msg_ids) == 0:
             break
-        pause = SUPERLINK_PULL_INTERVAL_S if timeout is None else min(SUPERLINK_PULL_INTERVAL_S, end_time - time.time())
+        if res_msgs:
+            interval = SUPERLINK_PULL_INTERVAL_S
+        pause = interval if timeout is None else min(interval, end_time - time.time())
         time.sleep(max(0.0, pause))
+        interval = min(interval * SUPERLINK_PULL_GROWTH, SUPERLINK_PULL_MAX_INTERVAL_S)
     return ret
 
 
@@ -545,8 +558,8 @@ def shorten_superlink_reply_poll() -> bool:
             grid_class = getattr(import_module(module_name), qualname)
             _kept_originals[SUPERLINK_POLL_SHIM[0]] = inspect.getattr_static(grid_class, "send_and_receive")
             grid_class.send_and_receive = http_send_and_receive
-    log.info("SuperLink replies pulled every %.1f s, not every 3 s (sim/federation/flower_internals.py)",
-             SUPERLINK_PULL_INTERVAL_S)
+    log.info("SuperLink replies pulled every %.1f-%.1f s, not every 3 s (sim/federation/flower_internals.py)",
+             SUPERLINK_PULL_INTERVAL_S, SUPERLINK_PULL_MAX_INTERVAL_S)
     return True
 
 

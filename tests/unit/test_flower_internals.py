@@ -202,7 +202,7 @@ def test_partition_map_gives_what_load_partition_gives(fresh_shims, monkeypatch,
         np.testing.assert_array_equal(a, b)
 
 
-def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(monkeypatch):
+def test_superlink_replies_are_pulled_within_half_a_second_not_every_three(monkeypatch):
     # Flower's HttpGrid sleeps 3 s between pulls: every round of a deployment ended on a 3 s tick
     from flwr.superlink.grid.http_grid import HttpGrid
 
@@ -219,15 +219,18 @@ def test_superlink_replies_are_pulled_every_tenth_of_a_second_not_every_three(mo
         pulls = 0
 
         def push_messages(self, messages):
-            return ["a", "b"]
+            return ["a", "b", "c"]
 
-        def pull_messages(self, ids):
+        def pull_messages(self, ids):  # "a" at the 7th pull, "b" at the 8th, "c" at the 11th
             self.pulls += 1
-            return [Reply("a")] if self.pulls == 2 else [Reply("b")] if self.pulls == 4 else []
+            return [Reply({7: "a", 8: "b", 11: "c"}[self.pulls])] if self.pulls in (7, 8, 11) else []
 
-    replies = HttpGrid.send_and_receive(Grid(), ["m1", "m2"])
-    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b"]
-    assert pauses == [fi.SUPERLINK_PULL_INTERVAL_S] * 3 and fi.SUPERLINK_PULL_INTERVAL_S <= 0.1
+    replies = HttpGrid.send_and_receive(Grid(), ["m1", "m2", "m3"])
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["a", "b", "c"]
+    first, most = fi.SUPERLINK_PULL_INTERVAL_S, fi.SUPERLINK_PULL_MAX_INTERVAL_S
+    assert (first, most) == (0.1, 0.5)
+    # six empty pulls: 0.1 growing by half to 0.5; a reply each: 0.1 again; two empty ones: growing again
+    assert pauses == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.5, 0.5, 0.1, 0.1, 0.15, 0.225])
 
 
 # --- shim 7: Ray without pyarrow -----------------------------------------------------------
