@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,7 +88,8 @@ class WarmCli:
         self._import_stderr = ""  # what the template's imports printed, as a fresh start prints it
 
     def _start(self) -> subprocess.Popen:
-        stderr_path = Path(tempfile.mkdtemp(prefix="warm_cli-")) / "imports.err"
+        self._folder = Path(tempfile.mkdtemp(prefix="warm_cli-"))  # removed by stop()
+        stderr_path = self._folder / "imports.err"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
         with stderr_path.open("w") as stderr:
             self._proc = subprocess.Popen([sys.executable, "-m", "helpers.warm_cli"], cwd=REPO / "tests", env=env,
@@ -147,6 +149,7 @@ class WarmCli:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 WARM_CLI = WarmCli()
