@@ -12,7 +12,8 @@ and shows the rounds as they land in `history.csv`. The run directory is the one
 error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` (under
 `$FLWR_HOME` when set) for the run's duration. The SuperNodes are Flower's, run by
 `sim.deploy.supernode` (polls every 0.2 s, not 3 s) with `sim.deploy.warm_exec` as their
-SuperExec (each ClientApp forked from a process that imported the app once); `--nodes
+SuperExec (each ClientApp forked from a process that imported the app once, woken by
+its SuperNode's doorbell when a message arrives: `sim/deploy/doorbell.py`); `--nodes
 flower` starts `flower-supernode` as Flower runs it (a new `flwr-clientapp` per message,
 3.5 s of imports each, here). `num_clients` defaults to N (each
 SuperNode is one client), and
