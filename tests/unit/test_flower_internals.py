@@ -22,6 +22,13 @@ from sim.federation import flower_internals as fi
 from sim.partition.schemes import partition_labels
 
 
+def check_pins_afresh(monkeypatch, flower_as_pinned: bool) -> None:
+    """No pin check cached; with `flower_as_pinned` False, another Flower seems installed (shims must stand back)."""
+    monkeypatch.setattr(fi, "_checked", {})
+    if not flower_as_pinned:
+        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+
+
 @pytest.fixture
 def fresh_shims(monkeypatch):
     """No shim installed and no pin check cached, before and after the test."""
@@ -303,9 +310,7 @@ def test_a_supernode_polls_every_fifth_of_a_second_not_every_three(monkeypatch, 
     from flwr.supernode import start_client_internal as node
 
     monkeypatch.setattr(node, "time", node.time)  # put back after the test
-    monkeypatch.setattr(fi, "_checked", {})
-    if not flower_as_pinned:
-        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    check_pins_afresh(monkeypatch, flower_as_pinned)
     assert fi.shorten_supernode_polls() == flower_as_pinned
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
@@ -331,9 +336,7 @@ def test_missing_objects_are_asked_for_again_within_a_fifth_of_a_second(monkeypa
 
     for function in (iu.pull_objects, iu.pull_and_inflate_object_from_tree):  # put back after the test
         monkeypatch.setattr(function, "__kwdefaults__", dict(function.__kwdefaults__))
-    monkeypatch.setattr(fi, "_checked", {})
-    if not flower_as_pinned:
-        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    check_pins_afresh(monkeypatch, flower_as_pinned)
     assert fi.shorten_object_pull_backoff() == flower_as_pinned
 
     waits = []
@@ -439,7 +442,6 @@ def supernode_module(monkeypatch):
 
     monkeypatch.setattr(node, "pull_objects", node.pull_objects)
     monkeypatch.setattr(fi, "_kept_originals", dict(fi._kept_originals))
-    monkeypatch.setattr(fi, "_checked", {})
     return node
 
 
@@ -479,8 +481,7 @@ def _store_one_message(node, on_pull, states: list):
 def test_a_supernode_rings_once_a_message_has_its_task_before_pulling_its_objects(supernode_module, monkeypatch,
                                                                                   task_identity, flower_as_pinned):
     """Shim 13, the SuperNode's side: Flower's own loop step rings after creating the task, before the objects."""
-    if not flower_as_pinned:
-        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    check_pins_afresh(monkeypatch, flower_as_pinned)
     events, states = [], []
     assert fi.ring_when_messages_arrive(lambda: events.append(("ring", len(states[0].get_tasks())))) == \
         flower_as_pinned
@@ -501,9 +502,7 @@ def test_a_superexec_waits_between_task_polls_with_the_given_wait(monkeypatch, f
     from flwr.supercore.superexec import run_superexec as superexec
 
     monkeypatch.setattr(superexec, "time", superexec.time)  # put back after the test
-    monkeypatch.setattr(fi, "_checked", {})
-    if not flower_as_pinned:
-        monkeypatch.setattr(fi, "installed_version", lambda package: "0.0.0")
+    check_pins_afresh(monkeypatch, flower_as_pinned)
     waited, slept = [], []
     monkeypatch.setattr(time, "sleep", slept.append)
     assert fi.wait_between_task_polls(waited.append) == flower_as_pinned
