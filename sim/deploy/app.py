@@ -43,6 +43,7 @@ from sim.config.compose import absolute_paths, client_config_from, client_config
 from sim.run.console import RoundProgress, quiet_libraries
 from sim.errors import ConfigError
 from sim.run.history import HistoryWriter
+from sim.deploy.doorbell import NODE_DOORBELLS_ENV, RingingGrid
 from sim.deploy.packed_arrays import PackedArraysGrid, packed_arrays_mod
 from sim.deploy.roll_call import answer_roll_call, roll_call
 from sim.federation.ray_runtime import concurrency
@@ -96,8 +97,10 @@ def serve(grid: Grid, context: Context) -> Path:
     """The ServerApp's main: one run of the configured experiment; returns its run directory."""
     overrides = str(context.run_config.get("overrides", ""))
     deployment = bool(context.run_config.get("deployment", False))
-    if deployment:  # a message's arrays travel as one object each way, not two per array (sim.deploy.packed_arrays)
-        grid = PackedArraysGrid(grid)
+    if deployment:
+        if os.environ.get(NODE_DOORBELLS_ENV):  # sim.deploy's SuperNodes wait to be rung (sim.deploy.doorbell)
+            grid = RingingGrid(grid, os.environ[NODE_DOORBELLS_ENV])
+        grid = PackedArraysGrid(grid)  # a message's arrays travel as one object each way, not two per array
     base = Path(os.getcwd())
     from sim.config.validate import validate
 

@@ -1,11 +1,18 @@
-"""A SuperNode rings its SuperExec when a message has arrived, so the SuperExec need not poll often.
+"""Doorbells of a local deployment: who has work rings whoever would otherwise poll for it.
 
-`sim.deploy` gives each SuperNode and its SuperExec (`sim.deploy.warm_exec`) the same path in
-`DOORBELL_ENV`. The SuperExec binds a Unix datagram socket there (`Doorbell`) and waits on it
-between its task polls (at most `IDLE_POLL_S`, its poll interval then); the SuperNode sends one byte to it
-(`ring`) each time it has stored a message (shim 13 of `sim/federation/flower_internals.py`).
-A ring that finds no socket (the SuperExec not up yet, or gone) is dropped: the next idle
-poll finds the task. Without the variable both run as before (Flower's fixed poll interval).
+- **SuperNode → its SuperExec.** `sim.deploy` gives each SuperNode and its SuperExec
+  (`sim.deploy.warm_exec`) the same path in `DOORBELL_ENV`. The SuperExec binds a Unix
+  datagram socket there (`Doorbell`) and waits on it between its task polls (at most
+  `IDLE_POLL_S`, its poll interval then); the SuperNode sends one byte to it (`ring`) each
+  time it has a message's task (shim 13 of `sim/federation/flower_internals.py`).
+- **ServerApp → every SuperNode.** Each SuperNode binds its own doorbell (`NODE_DOORBELL_ENV`,
+  in the folder `NODE_DOORBELLS_ENV` names) and, with no message to pull, waits on it for at
+  most `NODE_IDLE_POLL_S` instead of polling its SuperLink every 0.2 s (shim 9); the
+  deployment's ServerApp sends through `RingingGrid`, which rings them all once it has
+  pushed messages.
+
+A ring that finds no socket (not up yet, or gone) is dropped: the next idle poll finds the
+work. Without the variables everything runs as before (fixed poll intervals).
 """
 
 from __future__ import annotations
@@ -14,9 +21,18 @@ import contextlib
 import os
 import select
 import socket
+from collections.abc import Iterable
+from pathlib import Path
+
+from flwr.app import Message
+from flwr.serverapp import Grid
 
 DOORBELL_ENV = "SIM_SUPEREXEC_DOORBELL"  # the socket's path, the same for a SuperNode and its SuperExec
 IDLE_POLL_S = 2.0  # with no ring, the SuperExec still asks its SuperNode for a task this often
+NODE_DOORBELL_ENV = "SIM_SUPERNODE_DOORBELL"  # a SuperNode's own doorbell, rung by the ServerApp
+NODE_DOORBELLS_ENV = "SIM_SUPERNODE_DOORBELLS"  # the folder of every SuperNode's doorbell (the ServerApp's side)
+NODE_BELL_GLOB = "node-*.sock"  # the SuperNodes' doorbells in that folder
+NODE_IDLE_POLL_S = 1.0  # with no ring, an idle SuperNode still asks its SuperLink for a message this often
 
 
 def ring(path: str) -> None:
@@ -55,3 +71,65 @@ class Doorbell:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def node_bell_path(folder: Path, port: int) -> Path:
+    """The doorbell of the SuperNode whose Runtime API listens on `port`."""
+    return folder / NODE_BELL_GLOB.replace("*", str(port))
+
+
+def ring_all(folder: str) -> int:
+    """Ring every SuperNode doorbell in `folder`; returns how many there were."""
+    bells = sorted(Path(folder).glob(NODE_BELL_GLOB))
+    for bell in bells:
+        ring(str(bell))
+    return len(bells)
+
+
+class RingingGrid(Grid):
+    """A Grid that rings every SuperNode's doorbell in `folder` once it has pushed messages.
+
+    Everything else is the wrapped grid's (a SuperLink's `HttpGrid`); `send_and_receive` is
+    shim 6's loop (`http_send_and_receive`) over this grid's push and the wrapped grid's pull.
+    """
+
+    def __init__(self, grid: Grid, folder: str):
+        self.grid, self.folder = grid, folder
+
+    def set_run(self, run) -> None:
+        """The wrapped grid's `set_run`."""
+        self.grid.set_run(run)
+
+    @property
+    def run(self):
+        """The wrapped grid's run."""
+        return self.grid.run
+
+    def create_message(self, content, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        """The wrapped grid's `create_message`."""
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The wrapped grid's connected nodes."""
+        return self.grid.get_node_ids()
+
+    def get_nodes(self):
+        """The wrapped grid's connected nodes with their details."""
+        return self.grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Push with the wrapped grid, then ring the SuperNodes."""
+        ids = list(self.grid.push_messages(messages))
+        ring_all(self.folder)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The wrapped grid's pull."""
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Push (and ring), then pull until every reply is in or `timeout` passes (shim 6's pauses)."""
+        from sim.federation.flower_internals import http_send_and_receive
+
+        return http_send_and_receive(self, messages, timeout=timeout)

@@ -43,7 +43,7 @@ from sim.config.compose import compose_config
 from sim.run.console import RoundProgress
 from sim.errors import ConfigError
 from sim.deploy.certificates import TlsFiles, make_certificates
-from sim.deploy.doorbell import DOORBELL_ENV
+from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_DOORBELLS_ENV, node_bell_path
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
 
 log = logging.getLogger("sim.deploy")
@@ -97,7 +97,7 @@ class Deployment:
         self.env = flwr_environment(env, flwr_home=self.home)
         self.procs: list[subprocess.Popen] = []
         self.nodes: list[subprocess.Popen] = []
-        self.doorbells: Path | None = None  # the SuperExecs' doorbell sockets (a short path: sockets allow ~100 bytes)
+        self.doorbells: Path | None = None  # the doorbell sockets (a short path: sockets allow ~100 bytes)
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
@@ -120,10 +120,14 @@ class Deployment:
         )
         serve = (["--ssl-ca-certfile", str(self.tls.ca), "--ssl-certfile", str(self.tls.certificate),
                   "--ssl-keyfile", str(self.tls.key)] if self.tls else ["--insecure"])
+        link_env = None
+        if self.fast:  # the ServerApp (a child of the SuperLink's) rings the SuperNodes' doorbells
+            self.doorbells = Path(tempfile.mkdtemp(prefix="sim-doorbells-"))
+            link_env = {**self.env, NODE_DOORBELLS_ENV: str(self.doorbells)}
         link = self._start("superlink", [
             "flower-superlink", *serve, "--host", "127.0.0.1", "--port", str(self.port),
             "--disable-runtime-dependency-installation",
-        ])
+        ], link_env)
         self._wait_healthy(link)
         for k in range(self.supernodes):
             self.nodes.append(self.start_supernode(k))
@@ -139,10 +143,9 @@ class Deployment:
         runtime_port = free_port()
         command = [sys.executable, "-m", "sim.deploy.supernode"] if self.fast else ["flower-supernode"]
         env = None
-        if self.fast:  # the SuperNode rings its SuperExec when a message arrives (sim/deploy/doorbell.py)
-            if self.doorbells is None:
-                self.doorbells = Path(tempfile.mkdtemp(prefix="sim-doorbells-"))
-            env = {**self.env, DOORBELL_ENV: str(self.doorbells / f"{runtime_port}.sock")}
+        if self.fast:  # the ServerApp rings the SuperNode, which rings its SuperExec (sim/deploy/doorbell.py)
+            env = {**self.env, DOORBELL_ENV: str(self.doorbells / f"{runtime_port}.sock"),
+                   NODE_DOORBELL_ENV: str(node_bell_path(self.doorbells, runtime_port))}
         node = self._start(f"supernode-{k}", [
             *command, *self.client_trust(), "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(runtime_port), "--node-config", node_config,

@@ -10,25 +10,34 @@ SuperLink are asked for again within 0.2 s instead of after 1, 2, 4... s. A depl
 3 s for its last SuperNode to notice its message; the price is more small requests to
 the SuperLink while nodes are idle (ten nodes: fifty a second). Given a doorbell path in
 `SIM_SUPEREXEC_DOORBELL` (`sim/deploy/doorbell.py`), it also rings its SuperExec each time it
-has stored a message (shim 13), so that SuperExec need not poll it often. `sim.deploy` starts
-its SuperNodes this way unless told `--nodes flower`.
+has stored a message (shim 13), so that SuperExec need not poll it often; given its own in
+`SIM_SUPERNODE_DOORBELL`, it waits there with no message to pull (at most 1 s) instead of
+polling every 0.2 s, and the ServerApp rings it. `sim.deploy` starts its SuperNodes this way
+unless told `--nodes flower`.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import sys
 
 import sim  # noqa: F401  (offline environment first)
-from sim.deploy.doorbell import DOORBELL_ENV, ring
+from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_IDLE_POLL_S, Doorbell, ring
 from sim.federation.flower_internals import (ring_when_messages_arrive, shorten_object_pull_backoff,
                                              shorten_supernode_polls)
 
 
 def main() -> int:
     """Run `flower-supernode` with the given arguments, its polls and pull retries shortened."""
-    shorten_supernode_polls()
+    idle_wait = None
+    if os.environ.get(NODE_DOORBELL_ENV):  # rung by the ServerApp once it has pushed messages
+        bell = Doorbell(os.environ[NODE_DOORBELL_ENV])
+        idle_wait = functools.partial(bell.wait, NODE_IDLE_POLL_S)
+        atexit.register(lambda: print(f"[sim.deploy.supernode] doorbell: woken {bell.rings} times by the ServerApp, "
+                                      f"{bell.timeouts} polls of {NODE_IDLE_POLL_S} s without", file=sys.stderr))
+    shorten_supernode_polls(idle_wait=idle_wait)
     shorten_object_pull_backoff()
     if os.environ.get(DOORBELL_ENV):
         ring_when_messages_arrive(functools.partial(ring, os.environ[DOORBELL_ENV]))

@@ -68,7 +68,9 @@ The shims:
    A deployed round so waited up to 3 s for the last SuperNode to notice its message. The
    shim gives that module a `time` whose `sleep` lasts at most `SUPERNODE_POLL_S`
    (everything else is the `time` module); what is pulled and pushed is unchanged. Used by
-   `python -m sim.deploy.supernode`, the SuperNode `sim.deploy` starts.
+   `python -m sim.deploy.supernode`, the SuperNode `sim.deploy` starts. Given a doorbell
+   (`sim/deploy/doorbell.py`), the idle sleep waits on it instead: the deployment's
+   ServerApp rings every SuperNode once it has pushed messages.
 10. **A Ray worker's Flower import** (`defer_simulation_package`). A worker of a run
    unpickles Flower's `ClientAppActor`, importing `flwr.simulation.ray_transport.ray_actor`;
    Python first runs the package's `flwr/simulation/__init__.py`, which imports Flower's
@@ -634,27 +636,33 @@ def install_fabs_once() -> bool:
 _NODE = "flwr.supernode.start_client_internal"
 SUPERNODE_POLL_SHIM = [f"{_NODE}:start_client_internal", f"{_NODE}:_push_messages"]
 SUPERNODE_POLL_S = 0.2  # Flower: 3 s with no message to pull, 0.5 s between looks for a reply
+FLOWER_IDLE_SLEEP_S = 3  # what `start_client_internal` sleeps when it pulled no message (pinned)
 
 
 class CappedSleep:
-    """The `time` module, but `sleep` lasts at most `cap` seconds."""
+    """The `time` module, but `sleep` lasts at most `cap` seconds; with `idle_wait`, the
+    SuperNode loop's idle sleep (`FLOWER_IDLE_SLEEP_S`) is `idle_wait()` instead."""
 
-    def __init__(self, cap: float):
-        self.cap = cap
+    def __init__(self, cap: float, idle_wait: Callable[[], Any] | None = None):
+        self.cap, self.idle_wait = cap, idle_wait
 
     def sleep(self, seconds: float) -> None:
+        if self.idle_wait is not None and seconds == FLOWER_IDLE_SLEEP_S:
+            self.idle_wait()
+            return
         time.sleep(min(seconds, self.cap))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
 
-def shorten_supernode_polls(seconds: float = SUPERNODE_POLL_S) -> bool:
-    """Make this process's SuperNode loop poll every `seconds` at most; False (one warning, Flower left
-    as it is) when the installed Flower is not the version, or not the code, the shim was written for."""
+def shorten_supernode_polls(seconds: float = SUPERNODE_POLL_S, idle_wait: Callable[[], Any] | None = None) -> bool:
+    """Make this process's SuperNode loop poll every `seconds` at most, or, given `idle_wait`, call
+    it when there was no message to pull (a doorbell's wait); False (one warning, Flower left as
+    it is) when the installed Flower is not the version, or not the code, the shim was written for."""
     if not _usable("flwr", SUPERNODE_POLL_SHIM, "SuperNode poll shim"):
         return False
-    import_module(_NODE).time = CappedSleep(seconds)
+    import_module(_NODE).time = CappedSleep(seconds, idle_wait)
     return True
 
 

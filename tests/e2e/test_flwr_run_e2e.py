@@ -231,6 +231,9 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
     for k in range(2):  # and were woken by their SuperNode's doorbell for each message (sim/deploy/doorbell.py)
         woken = re.search(r"doorbell: woken (\d+) times", (run_dir / "flower" / f"superexec-{k}.log").read_text())
         assert woken and int(woken.group(1)) >= 3, f"superexec-{k}: {woken}"  # a train message each round at least
+        node_log = (run_dir / "flower" / f"supernode-{k}.log").read_text()
+        woken = re.search(r"doorbell: woken (\d+) times by the ServerApp", node_log)
+        assert woken and int(woken.group(1)) >= 3, f"supernode-{k}: {woken}"  # and their SuperNodes by the ServerApp
     assert still_alive(list(seen.values())) == []  # the templates (forkservers) and their tasks included
     logs = {path.name: path.read_text() for path in (run_dir / "flower").glob("*.log")}
     assert "Uvicorn running on https://127.0.0.1" in logs["superlink.log"]

@@ -324,6 +324,21 @@ def test_a_supernode_polls_every_fifth_of_a_second_not_every_three(monkeypatch, 
         assert slept == [3, 0.5, 0.05] and node.time is time
 
 
+def test_an_idle_supernode_waits_on_its_doorbell_instead_of_polling(monkeypatch):
+    """Shim 9 with a doorbell: the loop's idle sleep (3 s, nothing pulled) is the doorbell's wait; the reply wait is capped."""
+    from flwr.supernode import start_client_internal as node
+
+    monkeypatch.setattr(node, "time", node.time)  # put back after the test
+    check_pins_afresh(monkeypatch, True)
+    waits, slept = [], []
+    assert fi.shorten_supernode_polls(idle_wait=lambda: waits.append("bell"))
+    monkeypatch.setattr(time, "sleep", slept.append)
+    node.time.sleep(fi.FLOWER_IDLE_SLEEP_S)  # as start_client_internal does with nothing to pull
+    node.time.sleep(0.5)  # as _push_messages does waiting for a reply
+    assert waits == ["bell"] and slept == [fi.SUPERNODE_POLL_S]
+    assert "time.sleep(3)" in fi.inspect.getsource(fi.original(f"{fi._NODE}:start_client_internal"))
+
+
 # --- shim 12: object pulls retried within 0.2 s ---------------------------------------------
 
 
