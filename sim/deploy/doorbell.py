@@ -27,6 +27,8 @@ from pathlib import Path
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from sim.deploy.wrapped_grid import WrappedGrid
+
 DOORBELL_ENV = "SIM_SUPEREXEC_DOORBELL"  # the socket's path, the same for a SuperNode and its SuperExec
 IDLE_POLL_S = 2.0  # with no ring, the SuperExec still asks its SuperNode for a task this often
 NODE_DOORBELL_ENV = "SIM_SUPERNODE_DOORBELL"  # a SuperNode's own doorbell, rung by the ServerApp
@@ -86,7 +88,7 @@ def ring_all(folder: str) -> int:
     return len(bells)
 
 
-class RingingGrid(Grid):
+class RingingGrid(WrappedGrid):
     """A Grid that rings every SuperNode's doorbell in `folder` once it has pushed messages.
 
     Everything else is the wrapped grid's (a SuperLink's `HttpGrid`); `send_and_receive` is
@@ -94,39 +96,14 @@ class RingingGrid(Grid):
     """
 
     def __init__(self, grid: Grid, folder: str):
-        self.grid, self.folder = grid, folder
-
-    def set_run(self, run) -> None:
-        """The wrapped grid's `set_run`."""
-        self.grid.set_run(run)
-
-    @property
-    def run(self):
-        """The wrapped grid's run."""
-        return self.grid.run
-
-    def create_message(self, content, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
-        """The wrapped grid's `create_message`."""
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        """The wrapped grid's connected nodes."""
-        return self.grid.get_node_ids()
-
-    def get_nodes(self):
-        """The wrapped grid's connected nodes with their details."""
-        return self.grid.get_nodes()
+        super().__init__(grid)
+        self.folder = folder
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Push with the wrapped grid, then ring the SuperNodes."""
         ids = list(self.grid.push_messages(messages))
         ring_all(self.folder)
         return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """The wrapped grid's pull."""
-        return self.grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push (and ring), then pull until every reply is in or `timeout` passes (shim 6's pauses)."""

@@ -21,7 +21,8 @@ import json
 from collections.abc import Iterable
 
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
-from flwr.serverapp import Grid
+
+from sim.deploy.wrapped_grid import WrappedGrid
 
 PACKED_STYPE = "sim.packed-arrays.v1"  # the packed Array's stype: a header, then each Array's bytes
 PACKED_KEY = "packed"  # the packed ArrayRecord's one key
@@ -86,36 +87,11 @@ def _unpacked(message: Message) -> Message:
     return message
 
 
-class PackedArraysGrid(Grid):
+class PackedArraysGrid(WrappedGrid):
     """A Grid that packs the ArrayRecords of the messages it sends and unpacks those of the replies.
 
     Everything else is the wrapped grid's (a SuperLink's `HttpGrid` in a deployment).
     """
-
-    def __init__(self, grid: Grid):
-        self.grid = grid
-
-    def set_run(self, run) -> None:
-        """The wrapped grid's `set_run`."""
-        self.grid.set_run(run)
-
-    @property
-    def run(self):
-        """The wrapped grid's run."""
-        return self.grid.run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
-        """The wrapped grid's `create_message` (packing happens when the message is sent)."""
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        """The wrapped grid's connected nodes."""
-        return self.grid.get_node_ids()
-
-    def get_nodes(self):
-        """The wrapped grid's connected nodes with their details."""
-        return self.grid.get_nodes()
 
     def _packed(self, messages: Iterable[Message]) -> list[Message]:
         packed: dict[int, ArrayRecord] = {}  # a record shared by many messages is packed once
