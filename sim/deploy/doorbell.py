@@ -38,21 +38,21 @@ NODE_IDLE_POLL_S = 1.0  # with no ring, an idle SuperNode still asks its SuperLi
 
 
 def ring(path: str) -> None:
-    """Wake the SuperExec waiting at `path`; nothing happens when none is there."""
+    """Wake the process waiting at `path` (a SuperExec or a SuperNode); nothing happens when none is there."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         with contextlib.suppress(OSError):  # no socket yet, or its queue is full: it is awake anyway
             sock.sendto(b"!", path)
 
 
 class Doorbell:
-    """The SuperExec's end: a datagram socket bound at `path`, waited on between task polls."""
+    """The waiting end (a SuperExec's, or a SuperNode's): a datagram socket bound at `path`, waited on between polls."""
 
     def __init__(self, path: str):
         self.path = path
         self.rings = 0  # waits a ring ended
         self.timeouts = 0  # waits that ran their full time
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # left by a SuperExec that was killed
+            os.unlink(path)  # left by a process that was killed
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(path)
         self._sock.setblocking(False)
@@ -62,7 +62,7 @@ class Doorbell:
         ready, _, _ = select.select([self._sock], [], [], seconds)
         rung = bool(ready)
         self.rings, self.timeouts = self.rings + rung, self.timeouts + (not rung)
-        while True:  # drain: several rings while the SuperExec was busy need one poll
+        while True:  # drain: several rings while the process was busy need one poll
             try:
                 self._sock.recv(64)
             except (BlockingIOError, InterruptedError):
