@@ -2,18 +2,21 @@
 
     python -m sim.deploy.supernode --insecure --superlink 127.0.0.1:9092 --node-config "partition-id=0 ..."
 
-Flower's own `flower-supernode` (the same options, the same code), with two changes
-(shims 9 and 12 of `sim/federation/flower_internals.py`): with no message to pull it asks its
-SuperLink again after `SUPERNODE_POLL_S` (0.2 s) instead of 3 s, and it looks for a
-ClientApp's reply as often instead of every 0.5 s; a message's objects not yet on the
-SuperLink are asked for again within 0.2 s instead of after 1, 2, 4... s. A deployed round no longer waits up to
-3 s for its last SuperNode to notice its message; the price is more small requests to
-the SuperLink while nodes are idle (ten nodes: fifty a second). Given a doorbell path in
-`SIM_SUPEREXEC_DOORBELL` (`sim/deploy/doorbell.py`), it also rings its SuperExec each time it
-has stored a message (shim 13), so that SuperExec need not poll it often; given its own in
-`SIM_SUPERNODE_DOORBELL`, it waits there with no message to pull (at most 1 s) instead of
-polling every 0.2 s, and the ServerApp rings it. `sim.deploy` starts its SuperNodes this way
-unless told `--nodes flower`.
+Flower's own `flower-supernode` (the same options, the same code), with these changes
+(shims of `sim/federation/flower_internals.py`):
+
+- shim 9: with no message to pull it asks its SuperLink again after `SUPERNODE_POLL_S`
+  (0.2 s) instead of 3 s, and looks for a ClientApp's reply as often instead of every
+  0.5 s, so a deployed round no longer waits up to 3 s for its last SuperNode; the price
+  is small requests to the SuperLink while idle (ten nodes: fifty a second). Given its own
+  doorbell in `SIM_SUPERNODE_DOORBELL` (`sim/deploy/doorbell.py`), it waits there instead,
+  at most `NODE_IDLE_POLL_S` (1 s), and the deployment's ServerApp rings it;
+- shim 12: a message's objects not yet on the SuperLink are asked for again within 0.2 s
+  instead of after 1, 2, 4... s;
+- shim 13: given its SuperExec's doorbell in `SIM_SUPEREXEC_DOORBELL`, it rings it each
+  time it has a message's task, so that SuperExec need not poll it often.
+
+`sim.deploy` starts its SuperNodes this way, with both doorbells, unless told `--nodes flower`.
 """
 
 from __future__ import annotations
