@@ -4,7 +4,9 @@
 deployment alike); `launcher` is `python -m sim.deploy` (a SuperLink and N SuperNodes on
 127.0.0.1); `roll_call` maps SuperNodes to client partitions; `supernode` is Flower's
 SuperNode with short polls and `warm_exec` (with `warm_template`) its SuperExec, forking each
-ClientApp from a process that imported the app once; `certificates` makes the CA and
+ClientApp from a process that imported the app once; `zygote` imports Flower, torch and the
+app once for a whole local deployment and forks its SuperNodes, SuperExecs and ClientApps;
+`certificates` makes the CA and
 certificate of `--tls`; `processes` starts and stops Flower's processes offline and by
 process id.
 """

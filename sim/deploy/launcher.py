@@ -13,7 +13,9 @@ error, on Ctrl-C and on SIGTERM. Flower's state lives in `.flwr/deploy-<port>/` 
 `$FLWR_HOME` when set) for the run's duration. The SuperNodes are Flower's, run by
 `sim.deploy.supernode` (polls every 0.2 s, not 3 s) with `sim.deploy.warm_exec` as their
 SuperExec (each ClientApp forked from a process that imported the app once, woken by
-its SuperNode's doorbell when a message arrives: `sim/deploy/doorbell.py`); `--nodes
+its SuperNode's doorbell when a message arrives: `sim/deploy/doorbell.py`), all of them
+forked from one zygote that imported Flower, torch and the app once
+(`sim/deploy/zygote.py`, its output in `flower/zygote.log`); `--nodes
 flower` starts `flower-supernode` as Flower runs it (a new `flwr-clientapp` per message,
 3.5 s of imports each, here). `num_clients` defaults to N (each
 SuperNode is one client), and
@@ -45,6 +47,7 @@ from sim.errors import ConfigError
 from sim.deploy.certificates import TlsFiles, make_certificates
 from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_DOORBELLS_ENV, node_bell_path
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
+from sim.deploy.zygote import Zygote, zygote_supported
 
 log = logging.getLogger("sim.deploy")
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
@@ -95,11 +98,22 @@ class Deployment:
         self.port = free_port()
         self.home = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr") / f"deploy-{self.port}"
         self.env = flwr_environment(env, flwr_home=self.home)
-        self.procs: list[subprocess.Popen] = []
-        self.nodes: list[subprocess.Popen] = []
-        self.doorbells: Path | None = None  # the doorbell sockets (a short path: sockets allow ~100 bytes)
+        self.procs: list = []  # subprocess.Popen, or the zygote's ForkedProcess (the same pid, poll, wait)
+        self.nodes: list = []
+        self.sockets: Path | None = None  # the doorbells' and the zygote's sockets (a short path: ~100 bytes at most)
+        self.zygote: Zygote | None = None  # with `fast`: forks every SuperNode, SuperExec and ClientApp task
+        self.link: subprocess.Popen | None = None
 
-    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None):
+        """Start `command` logging to `<name>.log`: `python -m` ones forked by the zygote when there is one."""
+        if self.zygote is not None and command[:2] == [sys.executable, "-m"]:
+            try:
+                proc = self.zygote.start_process(command[2], command[3:], env or self.env, self.logs / f"{name}.log")
+            except (OSError, EOFError) as err:
+                raise RuntimeError(f"the zygote could not fork {name} ({type(err).__name__}: {err}); "
+                                   f"see {self.logs}/zygote.log") from err
+            self.procs.append(proc)
+            return proc
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed when the process is reaped)
         proc = subprocess.Popen(command, cwd=self.base, env=env or self.env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # Ctrl-C reaches us only; we stop them in order
@@ -122,9 +136,12 @@ class Deployment:
                   "--ssl-keyfile", str(self.tls.key)] if self.tls else ["--insecure"])
         link_env = None
         if self.fast:  # the ServerApp (a child of the SuperLink's) rings the SuperNodes' doorbells
-            self.doorbells = Path(tempfile.mkdtemp(prefix="sim-doorbells-"))
-            link_env = {**self.env, NODE_DOORBELLS_ENV: str(self.doorbells)}
-        link = self._start("superlink", [
+            self.sockets = Path(tempfile.mkdtemp(prefix="sim-deploy-"))
+            link_env = {**self.env, NODE_DOORBELLS_ENV: str(self.sockets)}
+            if zygote_supported():  # its imports run while the SuperLink starts
+                self.zygote = Zygote(self.env, self.base, self.logs / "zygote.log", self.sockets)
+                self.procs.append(self.zygote.start())
+        link = self.link = self._start("superlink", [
             "flower-superlink", *serve, "--host", "127.0.0.1", "--port", str(self.port),
             "--disable-runtime-dependency-installation",
         ], link_env)
@@ -144,8 +161,8 @@ class Deployment:
         command = [sys.executable, "-m", "sim.deploy.supernode"] if self.fast else ["flower-supernode"]
         env = None
         if self.fast:  # the ServerApp rings the SuperNode, which rings its SuperExec (sim/deploy/doorbell.py)
-            env = {**self.env, DOORBELL_ENV: str(self.doorbells / f"{runtime_port}.sock"),
-                   NODE_DOORBELL_ENV: str(node_bell_path(self.doorbells, runtime_port))}
+            env = {**self.env, DOORBELL_ENV: str(self.sockets / f"{runtime_port}.sock"),
+                   NODE_DOORBELL_ENV: str(node_bell_path(self.sockets, runtime_port))}
         node = self._start(f"supernode-{k}", [
             *command, *self.client_trust(), "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(runtime_port), "--node-config", node_config,
@@ -198,14 +215,18 @@ class Deployment:
                     pass
             return found
 
-        link, rest = self.procs[:1], self.procs[1:]  # the SuperLink last: the others leave it, not it them
-        for group in (rest, link):
+        # the SuperLink last (the others leave it, not it them), and the zygote once the processes it forked are gone
+        last = [self.link, self.zygote.process if self.zygote else None]
+        rest = [proc for proc in self.procs if proc not in last]
+        for group in (rest, [proc for proc in last if proc is not None]):
             stop_trees(handles(group), timeout=5.0)
             for proc in group:
                 proc.wait(timeout=10)
+        if self.zygote is not None:
+            self.zygote.close()
         shutil.rmtree(self.home, ignore_errors=True)
-        if self.doorbells is not None:
-            shutil.rmtree(self.doorbells, ignore_errors=True)
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 def _quote(override: str) -> str:

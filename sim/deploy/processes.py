@@ -78,12 +78,13 @@ def stop_tree(proc: psutil.Process, timeout: float = 10.0) -> None:
 def stop_trees(procs, timeout: float = 10.0) -> None:
     """`stop_tree` for several processes at once: every one and its descendants get SIGTERM together,
     then one wait of at most `timeout` (stopping ten SuperNodes one by one took 2 s each)."""
-    family: list[psutil.Process] = []
+    by_pid: dict[int, psutil.Process] = {}  # each once: a second SIGTERM would cut short Flower's graceful exit
     for proc in procs:
         try:
-            family += [*proc.children(recursive=True), proc]
+            by_pid.update({member.pid: member for member in [*proc.children(recursive=True), proc]})
         except psutil.NoSuchProcess:
             continue
+    family = list(by_pid.values())
     for member in family:
         try:
             member.terminate()

@@ -16,6 +16,9 @@ process of its own, started from the same state, so what it computes is what a f
 this project's modules, so it imports the app from the FAB Flower installed for its run,
 as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs
 that install dependencies at run time, go to Flower's own `SubprocessExecutor`.
+In a local deployment (`ZYGOTE_ENV` set) this process and its tasks are forked from the
+deployment's zygote (`sim/deploy/zygote.py`), which preloaded the template: no template
+of its own is started, and each task takes on this SuperExec's environment and log.
 `sim.deploy` starts one per SuperNode, beside `sim.deploy.supernode`, and gives both a
 doorbell (`SIM_SUPEREXEC_DOORBELL`, `sim/deploy/doorbell.py`): the SuperNode rings when a
 message has arrived, and between rings this SuperExec polls only every `IDLE_POLL_S` instead
@@ -34,6 +37,7 @@ from typing import Any, Callable
 
 import sim  # noqa: F401  (offline environment first)
 from sim.deploy.doorbell import DOORBELL_ENV, IDLE_POLL_S, Doorbell
+from sim.deploy.zygote import LOG_ENV, ZYGOTE_ENV, become, use_zygote
 from sim.federation.flower_internals import run_superexec_with_executor, wait_between_task_polls
 
 APP_PACKAGE = "sim"  # this project's top-level package: imported by every task from its FAB, never kept
@@ -51,10 +55,16 @@ def forget_app_modules(package: str = APP_PACKAGE) -> list[str]:
 
 
 def run_task(runtime_api_address: str, token: str, insecure: bool, root_certificates_path: str | None,
-             parent_pid: int | None, runner: Callable[..., None] | None = None) -> None:
-    """One ClientApp task in a forked process: `runner` (Flower's `run_clientapp`) called as `flwr-clientapp` calls it."""
+             parent_pid: int | None, runner: Callable[..., None] | None = None,
+             setup: tuple[dict[str, str], str | None] | None = None) -> None:
+    """One ClientApp task in a forked process: `runner` (Flower's `run_clientapp`) called as `flwr-clientapp` calls it.
+
+    `setup`: (environment, log file) of the SuperExec, for a task forked by a deployment's
+    zygote (`sim.deploy.zygote`) rather than by this SuperExec's own template."""
     from flwr.supercore.tls import validate_and_resolve_root_certificates
 
+    if setup is not None:
+        become(*setup, title="flwr-clientapp (sim.deploy.warm_exec, forked by the zygote)")
     if runner is None:
         from flwr.supernode.runtime.run_clientapp import run_clientapp as runner
     forget_app_modules()  # the template's copy (and this module): the task imports the app from its FAB
@@ -82,11 +92,16 @@ class WarmClientAppExecutor:
         self._running: list[Any] = []
         self._broken = False
         self._forked = False
+        self._setup: tuple[dict[str, str], str | None] | None = None  # what a task forked by a zygote takes on
 
-    def start(self) -> None:
-        """Start the template now (its imports take seconds), not at the first task."""
+    def start(self, zygote: str | None = None) -> None:
+        """Start the template now (its imports take seconds), not at the first task; given a deployment's
+        `zygote` (its socket, `sim.deploy.zygote`), fork the tasks there instead, already warm."""
         from multiprocessing import forkserver
 
+        if zygote:
+            use_zygote(zygote)
+            self._setup = (dict(os.environ), os.environ.get(LOG_ENV))
         forkserver.ensure_running()
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False, root_certificates_path=None):
@@ -108,7 +123,7 @@ class WarmClientAppExecutor:
         process = self._context.Process(
             target=run_task, name=f"flwr-clientapp-{spec.task_id}", daemon=False,
             args=(spec.runtime_api_address, spec.token, spec.insecure, spec.root_certificates_path, spec.parent_pid,
-                  self._runner),
+                  self._runner, self._setup),
         )
         try:
             process.start()
@@ -119,7 +134,8 @@ class WarmClientAppExecutor:
             return self._fallback.launch(spec)
         if not self._forked:
             self._forked = True
-            log.info("ClientApp tasks are forked from the warm template %s (first: pid %d)", TEMPLATE_MODULE, process.pid)
+            log.info("ClientApp tasks are forked from the warm template %s%s (first: pid %d)", TEMPLATE_MODULE,
+                     " in the deployment's zygote" if self._setup else "", process.pid)
         self._running.append(process)
         return LaunchResult.accepted()
 
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                                              doorbell.rings, doorbell.timeouts, IDLE_POLL_S))
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(poll_s))  # Flower's own knob
     executor = WarmClientAppExecutor()
-    executor.start()
+    executor.start(zygote=os.environ.get(ZYGOTE_ENV))
     run_superexec_with_executor(executor, runtime_api_address=args.runtime_api_address, insecure=args.insecure,
                                 root_certificates_path=args.root_certificates, parent_pid=args.parent_pid)
 

@@ -192,7 +192,7 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
             if not killed and serving and dirs and _rows(dirs[0] / "history.csv") >= 2:  # rounds 0, 1 in
                 # of the two partition-2 nodes, the one serving client 2 is stopped (Flower's ids are random)
                 ours = _supernode(parent, 2)
-                assert ours is not None
+                assert ours is not None, [(c.pid, c.cmdline()) for c in parent.children(recursive=True)]
                 node_ids = {_node_id(dirs[0] / "flower" / "supernode-2.log"): ours,
                             _node_id(tmp_path / "standby.log"): extra_procs[0]}
                 stop_tree(node_ids[int(serving.group(1))])  # SIGTERM to the SuperNode; its SuperExec (--parent-pid) and tasks follow it out

@@ -32,7 +32,9 @@ def record(*, runtime_api_address: str, token: str, insecure: bool, certificates
         "pickup_loop": vce_api.add_messages_to_queue.__module__,  # Flower's own unless a shim leaked from the template
         "runtime_dependency_install": runtime_dependency_install,
         "install_from_fab": run_clientapp.install_from_fab.__name__,  # what the task's run_clientapp installs with
+        "environment_mark": os.environ.get("SIM_TEST_MARK"),  # whose environment the task has
     }
+    print(f"task {os.getpid()} ran", flush=True)  # into its SuperExec's log
     tmp = Path(token).with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     tmp.replace(token)
