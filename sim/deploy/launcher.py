@@ -44,6 +44,7 @@ import sim  # noqa: F401  (offline environment first)
 from sim.config.compose import compose_config
 from sim.run.console import RoundProgress
 from sim.errors import ConfigError
+from sim.deploy.app_files import stage_app
 from sim.deploy.certificates import TlsFiles, make_certificates
 from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_DOORBELLS_ENV, node_bell_path
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
@@ -194,10 +195,14 @@ class Deployment:
         raise RuntimeError(f"flower-superlink did not answer within {START_TIMEOUT_S:.0f} s; see {self.logs}/superlink.log")
 
     def submit(self, overrides: list[str]) -> subprocess.Popen:
-        """`flwr run <project> --stream` with the Hydra overrides as run config; its output is piped."""
+        """`flwr run <project> --stream` with the Hydra overrides as run config; its output is piped.
+
+        Flower bundles a copy of the project's app files (`sim/deploy/app_files.py`: the same FAB,
+        without walking `.venv/` and the data)."""
         run_config = f"overrides={json.dumps(' '.join(_quote(o) for o in overrides))} deployment=true"
+        app = stage_app(PROJECT, self.home / "app")
         proc = subprocess.Popen(
-            ["flwr", "run", str(PROJECT), CONNECTION, "--stream", "--run-config", run_config],
+            ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", run_config],
             cwd=self.base, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
