@@ -46,7 +46,7 @@ from sim.run.console import RoundProgress
 from sim.errors import ConfigError
 from sim.deploy.app_files import stage_app
 from sim.deploy.certificates import TlsFiles, make_certificates
-from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_DOORBELLS_ENV, node_bell_path
+from sim.deploy.doorbell import DOORBELL_ENV, NODE_DOORBELL_ENV, NODE_DOORBELLS_ENV, node_bell_path, ring
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, stop_trees
 from sim.deploy.zygote import Zygote, zygote_supported
 
@@ -54,6 +54,7 @@ log = logging.getLogger("sim.deploy")
 EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143
 START_TIMEOUT_S = 30.0
 CONNECTION = "sim-deploy"
+RUN_STARTED = "Successfully started run"  # what `flwr run` prints once the SuperLink has the run (Flower 1.42)
 
 
 def run_overrides(user: list[str], supernodes: int) -> list[str]:
@@ -104,6 +105,7 @@ class Deployment:
         self.sockets: Path | None = None  # the doorbells' and the zygote's sockets (a short path: ~100 bytes at most)
         self.zygote: Zygote | None = None  # with `fast`: forks every SuperNode, SuperExec and ClientApp task
         self.link: subprocess.Popen | None = None
+        self.link_bell: Path | None = None  # the doorbell of the SuperLink's SuperExec (with `fast`)
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None):
         """Start `command` logging to `<name>.log`: `python -m` ones forked by the zygote when there is one."""
@@ -144,9 +146,15 @@ class Deployment:
                 self.procs.append(self.zygote.start())
         link = self.link = self._start("superlink", [
             "flower-superlink", *serve, "--host", "127.0.0.1", "--port", str(self.port),
-            "--disable-runtime-dependency-installation",
+            "--disable-runtime-dependency-installation", *(["--isolation", "process"] if self.fast else []),
         ], link_env)
         self._wait_healthy(link)
+        if self.fast:  # the SuperLink's SuperExec forks the ServerApp warm, rung when the run is submitted
+            self.link_bell = self.sockets / "superlink.sock"
+            self._start("superexec-superlink", [
+                sys.executable, "-m", "sim.deploy.warm_exec", "--runtime-api-address", f"127.0.0.1:{self.port}",
+                *self.client_trust(), "--parent-pid", str(link.pid),
+            ], {**link_env, DOORBELL_ENV: str(self.link_bell)})
         for k in range(self.supernodes):
             self.nodes.append(self.start_supernode(k))
         log.info("SuperLink 127.0.0.1:%d (pid %d), %d SuperNodes (pids %s)", self.port, link.pid, self.supernodes,
@@ -193,6 +201,11 @@ class Deployment:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"flower-superlink did not answer within {START_TIMEOUT_S:.0f} s; see {self.logs}/superlink.log")
+
+    def run_started(self) -> None:
+        """Wake the SuperLink's SuperExec: `flwr run` has started a run, so its ServerApp task is waiting."""
+        if self.link_bell is not None:
+            ring(str(self.link_bell))
 
     def submit(self, overrides: list[str]) -> subprocess.Popen:
         """`flwr run <project> --stream` with the Hydra overrides as run config; its output is piped.
@@ -284,7 +297,12 @@ def deploy(supernodes: int, user_overrides: list[str], base: Path, fast: bool = 
         submit = deployment.submit(overrides)
         history, num_rounds = run_dir / "history.csv", int(cfg.num_rounds)
         with RoundProgress(num_rounds) as progress:
-            pump = _follow(submit, lambda line: progress._progress.console.print(line, markup=False, highlight=False))
+            def show(line: str) -> None:
+                if RUN_STARTED in line:
+                    deployment.run_started()
+                progress._progress.console.print(line, markup=False, highlight=False)
+
+            pump = _follow(submit, show)
             while submit.poll() is None and not (run_dir / "summary.json").exists():
                 progress.update(*_latest(history))
                 time.sleep(0.3)

@@ -1,4 +1,4 @@
-"""`python -m sim.deploy.warm_exec`: Flower's SuperExec for one SuperNode, with warm ClientApp processes.
+"""`python -m sim.deploy.warm_exec`: Flower's SuperExec for a SuperNode (or a SuperLink), with warm app processes.
 
     flower-supernode --isolation process --host 127.0.0.1 --port 9094 ...   # runs no ClientApp itself
     python -m sim.deploy.warm_exec --runtime-api-address 127.0.0.1:9094 --insecure --parent-pid <its pid>
@@ -14,13 +14,16 @@ ClientApp's module once (`multiprocessing`'s forkserver, preloading
 process of its own, started from the same state, so what it computes is what a fresh
 `flwr-clientapp` computes. The app code itself is not reused: each task first forgets
 this project's modules, so it imports the app from the FAB Flower installed for its run,
-as `flwr-clientapp` does; only the libraries stay imported. Other task types, and runs
-that install dependencies at run time, go to Flower's own `SubprocessExecutor`.
+as `flwr-clientapp` does; only the libraries stay imported. As the SuperExec of a
+SuperLink started with `--isolation process`, it forks ServerApp tasks the same way, each
+running Flower's `flwr-serverapp` main with the command line Flower would have given it.
+Other task types, and runs that install dependencies at run time, go to Flower's own
+`SubprocessExecutor`.
 In a local deployment (`ZYGOTE_ENV` set) this process and its tasks are forked from the
 deployment's zygote (`sim/deploy/zygote.py`), which preloaded the template: no template
 of its own is started, and each task takes on this SuperExec's environment and log.
-`sim.deploy` starts one per SuperNode, beside `sim.deploy.supernode`, and gives both a
-doorbell (`SIM_SUPEREXEC_DOORBELL`, `sim/deploy/doorbell.py`): the SuperNode rings when a
+`sim.deploy` starts one for its SuperLink and one per SuperNode, beside
+`sim.deploy.supernode`, and gives each SuperNode and its SuperExec a doorbell (`SIM_SUPEREXEC_DOORBELL`, `sim/deploy/doorbell.py`): the SuperNode rings when a
 message has arrived, and between rings this SuperExec polls only every `IDLE_POLL_S` instead
 of every `SUPEREXEC_POLL_S`.
 """
@@ -78,7 +81,39 @@ def run_task(runtime_api_address: str, token: str, insecure: bool, root_certific
     )
 
 
-class WarmClientAppExecutor:
+def run_serverapp_task(argv: list[str], setup: tuple[dict[str, str], str | None] | None = None) -> None:
+    """One ServerApp task in a forked process: Flower's `flwr-serverapp` main, given the command line
+    Flower's own executor would start it with (`argv`), and then the exit handlers a process runs.
+
+    `setup`: as for `run_task`."""
+    if setup is not None:
+        become(*setup, title=" ".join(argv))
+    forget_app_modules()  # the app comes from the run's FAB, as in a fresh flwr-serverapp
+    from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
+
+    sys.argv = list(argv)
+    try:
+        flwr_serverapp()
+    finally:
+        atexit._run_exitfuncs()  # multiprocessing ends its children with os._exit, which skips them
+
+
+def serverapp_command(spec) -> list[str]:
+    """The `flwr-serverapp` command line Flower's `SubprocessExecutor` builds for `spec`."""
+    from flwr.supercore.constant import TASK_TYPE_TO_APPIO_API_ADDRESS_ARG, TASK_TYPE_TO_COMMAND
+
+    argv = [TASK_TYPE_TO_COMMAND[spec.task_type], TASK_TYPE_TO_APPIO_API_ADDRESS_ARG[spec.task_type],
+            spec.runtime_api_address, "--token", spec.token]
+    if spec.insecure:
+        argv.append("--insecure")
+    elif spec.root_certificates_path is not None:
+        argv += ["--root-certificates", spec.root_certificates_path]
+    if spec.parent_pid is not None:
+        argv += ["--parent-pid", str(spec.parent_pid)]
+    return argv
+
+
+class WarmAppExecutor:
     """Flower's executor interface (`flwr.supercore.superexec.executor.types.Executor`): ClientApp tasks
     forked from a warm template, everything else handed to Flower's `SubprocessExecutor`."""
 
@@ -113,18 +148,23 @@ class WarmClientAppExecutor:
         """No capacity gate."""
 
     def launch(self, spec):
-        """Fork a ClientApp task from the template; any other task (or a run that installs
-        dependencies at run time) starts as Flower starts it."""
+        """Fork a ClientApp or ServerApp task from the template; any other task (or a run that
+        installs dependencies at run time) starts as Flower starts it."""
         from flwr.supercore.constant import TaskType
         from flwr.supercore.superexec.executor.types import LaunchResult
 
-        if self._broken or spec.task_type != TaskType.CLIENT_APP or spec.runtime_dependency_install:
+        warm = (TaskType.CLIENT_APP, TaskType.SERVER_APP)
+        if self._broken or spec.task_type not in warm or spec.runtime_dependency_install:
             return self._fallback.launch(spec)
-        process = self._context.Process(
-            target=run_task, name=f"flwr-clientapp-{spec.task_id}", daemon=False,
-            args=(spec.runtime_api_address, spec.token, spec.insecure, spec.root_certificates_path, spec.parent_pid,
-                  self._runner, self._setup),
-        )
+        if spec.task_type == TaskType.SERVER_APP:
+            process = self._context.Process(target=run_serverapp_task, name=f"flwr-serverapp-{spec.task_id}",
+                                            args=(serverapp_command(spec), self._setup), daemon=False)
+        else:
+            process = self._context.Process(
+                target=run_task, name=f"flwr-clientapp-{spec.task_id}", daemon=False,
+                args=(spec.runtime_api_address, spec.token, spec.insecure, spec.root_certificates_path,
+                      spec.parent_pid, self._runner, self._setup),
+            )
         try:
             process.start()
         except (OSError, EOFError) as err:  # the template died (its warm-up failed): Flower's way from now on
@@ -134,7 +174,8 @@ class WarmClientAppExecutor:
             return self._fallback.launch(spec)
         if not self._forked:
             self._forked = True
-            log.info("ClientApp tasks are forked from the warm template %s%s (first: pid %d)", TEMPLATE_MODULE,
+            log.info("%s tasks are forked from the warm template %s%s (first: pid %d)",
+                     getattr(spec.task_type, "value", spec.task_type), TEMPLATE_MODULE,
                      " in the deployment's zygote" if self._setup else "", process.pid)
         self._running.append(process)
         return LaunchResult.accepted()
@@ -161,10 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         doorbell = Doorbell(os.environ[DOORBELL_ENV])
         if wait_between_task_polls(doorbell.wait):
             poll_s = IDLE_POLL_S
-            atexit.register(lambda: log.info("doorbell: woken %d times by the SuperNode, %d polls of %.1f s without",
+            atexit.register(lambda: log.info("doorbell: woken %d times, %d polls of %.1f s without",
                                              doorbell.rings, doorbell.timeouts, IDLE_POLL_S))
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(poll_s))  # Flower's own knob
-    executor = WarmClientAppExecutor()
+    executor = WarmAppExecutor()
     executor.start(zygote=os.environ.get(ZYGOTE_ENV))
     run_superexec_with_executor(executor, runtime_api_address=args.runtime_api_address, insecure=args.insecure,
                                 root_certificates_path=args.root_certificates, parent_pid=args.parent_pid)

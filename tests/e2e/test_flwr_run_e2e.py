@@ -228,6 +228,9 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
     # the helper's SuperNodes ran their ClientApps forked from a warm template (sim.deploy.warm_exec)
     for k in range(3):
         assert "forked from the warm template" in (run_dir / "flower" / f"superexec-{k}.log").read_text()
+    # and the SuperLink's SuperExec its ServerApp, every one of them forked by the zygote (sim/deploy/zygote.py)
+    assert "flwr-serverapp tasks are forked from the warm template sim.deploy.warm_template in the deployment's zygote" \
+        in (run_dir / "flower" / "superexec-superlink.log").read_text()
     for k in range(2):  # and were woken by their SuperNode's doorbell for each message (sim/deploy/doorbell.py)
         woken = re.search(r"doorbell: woken (\d+) times", (run_dir / "flower" / f"superexec-{k}.log").read_text())
         assert woken and int(woken.group(1)) >= 3, f"superexec-{k}: {woken}"  # a train message each round at least

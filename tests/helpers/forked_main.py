@@ -14,15 +14,15 @@ from pathlib import Path
 
 
 def _task(out: Path) -> dict:
-    """Fork one task through `WarmClientAppExecutor` given the zygote, as a deployment's SuperExec does; its state."""
+    """Fork one task through `WarmAppExecutor` given the zygote, as a deployment's SuperExec does; its state."""
     from flwr.supercore.constant import TaskType
     from flwr.supercore.superexec.executor.types import ExecutionSpec
 
     from helpers import warm_tasks
-    from sim.deploy.warm_exec import WarmClientAppExecutor
+    from sim.deploy.warm_exec import WarmAppExecutor
     from sim.deploy.zygote import ZYGOTE_ENV
 
-    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor = WarmAppExecutor(runner=warm_tasks.record)
     executor.start(zygote=os.environ[ZYGOTE_ENV])
     token = out.with_suffix(".task.json")
     executor.launch(ExecutionSpec(task_type=TaskType.CLIENT_APP, runtime_api_address="127.0.0.1:9094",

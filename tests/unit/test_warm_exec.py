@@ -7,6 +7,7 @@ end to end (`tests/e2e/test_flwr_run_e2e.py`) runs the real one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from helpers import warm_tasks
 from sim.deploy.processes import clientapp_module
-from sim.deploy.warm_exec import WarmClientAppExecutor, forget_app_modules
+from sim.deploy.warm_exec import WarmAppExecutor, forget_app_modules, serverapp_command
 from sim.federation import flower_internals
 
 
@@ -44,7 +45,7 @@ def test_the_template_warms_the_clientapp_that_pyproject_names():
 
 def test_a_clientapp_task_is_forked_warm_and_imports_the_app_afresh(tmp_path):
     """Forked from the template: torch already imported, none of the project's modules kept, Flower as installed."""
-    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor = WarmAppExecutor(runner=warm_tasks.record)
     executor.start()
     out = tmp_path / "task.json"
     assert executor.launch(_spec(token=str(out))).status == "accepted"
@@ -63,16 +64,29 @@ def test_a_clientapp_task_is_forked_warm_and_imports_the_app_afresh(tmp_path):
 
 
 def test_other_tasks_and_run_time_installs_go_to_flowers_executor(monkeypatch):
-    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor = WarmAppExecutor(runner=warm_tasks.record)
     handed = []
     monkeypatch.setattr(executor._fallback, "launch", lambda spec: handed.append(spec.task_type) or "flower")
-    assert executor.launch(_spec("flwr-serverapp")) == "flower"
+    assert executor.launch(_spec("flwr-simulation")) == "flower"
     assert executor.launch(_spec(install=True)) == "flower"
-    assert handed == ["flwr-serverapp", "flwr-clientapp"]
+    assert handed == ["flwr-simulation", "flwr-clientapp"]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_serverapp_task_gets_the_command_line_flowers_executor_would_start(monkeypatch, tls):
+    from flwr.supercore.superexec.executor import subprocess_executor
+    from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+
+    trust = {"insecure": False, "root_certificates_path": "/certs/ca.pem"} if tls else {}
+    spec = dataclasses.replace(_spec("flwr-serverapp"), parent_pid=41, **trust)
+    started = []
+    monkeypatch.setattr(subprocess_executor.subprocess, "Popen", lambda args, **kwargs: started.append(args))
+    SubprocessExecutor().launch(spec)
+    assert serverapp_command(spec) == started[0]
 
 
 def test_a_dead_template_costs_one_warning_then_flower_starts_the_tasks(monkeypatch, caplog):
-    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor = WarmAppExecutor(runner=warm_tasks.record)
     monkeypatch.setattr(executor._fallback, "launch", lambda spec: "flower")
 
     def dead(self):
@@ -147,7 +161,7 @@ def test_an_installed_fab_is_found_without_unzipping_it_again(tmp_path, monkeypa
 
 def test_forked_tasks_find_installed_fabs_at_once(tmp_path):
     """The template installs the shortcut; every task forked from it inherits it."""
-    executor = WarmClientAppExecutor(runner=warm_tasks.record)
+    executor = WarmAppExecutor(runner=warm_tasks.record)
     executor.start()
     out = tmp_path / "task.json"
     executor.launch(_spec(token=str(out)))
