@@ -106,6 +106,8 @@ class Deployment:
         self.zygote: Zygote | None = None  # with `fast`: forks every SuperNode, SuperExec and ClientApp task
         self.link: subprocess.Popen | None = None
         self.link_bell: Path | None = None  # the doorbell of the SuperLink's SuperExec (with `fast`)
+        self.app: Path | None = None  # the app's files, copied for `flwr run` (sim/deploy/app_files.py)
+        self._link_env: dict[str, str] | None = None
 
     def _start(self, name: str, command: list[str], env: dict[str, str] | None = None):
         """Start `command` logging to `<name>.log`: `python -m` ones forked by the zygote when there is one."""
@@ -124,8 +126,9 @@ class Deployment:
         self.procs.append(proc)
         return proc
 
-    def start(self) -> None:
-        """SuperLink first (waits for its health endpoint), then the SuperNodes."""
+    def start_superlink(self) -> None:
+        """The SuperLink (waits for its health endpoint), with the zygote importing meanwhile; the app's
+        files staged for `flwr run` (`submit`, which can come before `start_supernodes`)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         if self._want_tls:
@@ -148,17 +151,23 @@ class Deployment:
             "flower-superlink", *serve, "--host", "127.0.0.1", "--port", str(self.port),
             "--disable-runtime-dependency-installation", *(["--isolation", "process"] if self.fast else []),
         ], link_env)
+        self._link_env = link_env
+        self.app = stage_app(PROJECT, self.home / "app")  # while the SuperLink starts
         self._wait_healthy(link)
-        if self.fast:  # the SuperLink's SuperExec forks the ServerApp warm, rung when the run is submitted
+
+    def start_supernodes(self) -> None:
+        """The SuperNodes (with `fast`, first the SuperLink's SuperExec: the ServerApp's, forked warm,
+        rung when the run is submitted); a run submitted before waits for them (`roll_call`)."""
+        if self.fast:
             self.link_bell = self.sockets / "superlink.sock"
             self._start("superexec-superlink", [
                 sys.executable, "-m", "sim.deploy.warm_exec", "--runtime-api-address", f"127.0.0.1:{self.port}",
-                *self.client_trust(), "--parent-pid", str(link.pid),
-            ], {**link_env, DOORBELL_ENV: str(self.link_bell)})
+                *self.client_trust(), "--parent-pid", str(self.link.pid),
+            ], {**self._link_env, DOORBELL_ENV: str(self.link_bell)})
         for k in range(self.supernodes):
             self.nodes.append(self.start_supernode(k))
-        log.info("SuperLink 127.0.0.1:%d (pid %d), %d SuperNodes (pids %s)", self.port, link.pid, self.supernodes,
-                 ", ".join(str(p.pid) for p in self.nodes))
+        log.info("SuperLink 127.0.0.1:%d (pid %d), %d SuperNodes (pids %s)", self.port, self.link.pid,
+                 self.supernodes, ", ".join(str(p.pid) for p in self.nodes))
 
     def start_supernode(self, k: int, node_config: str | None = None) -> subprocess.Popen:
         """SuperNode `k` (client k), with its own Runtime API port. With `fast`: `sim.deploy.supernode`
@@ -213,9 +222,8 @@ class Deployment:
         Flower bundles a copy of the project's app files (`sim/deploy/app_files.py`: the same FAB,
         without walking `.venv/` and the data)."""
         run_config = f"overrides={json.dumps(' '.join(_quote(o) for o in overrides))} deployment=true"
-        app = stage_app(PROJECT, self.home / "app")
         proc = subprocess.Popen(
-            ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", run_config],
+            ["flwr", "run", str(self.app), CONNECTION, "--stream", "--run-config", run_config],
             cwd=self.base, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
@@ -292,9 +300,10 @@ def deploy(supernodes: int, user_overrides: list[str], base: Path, fast: bool = 
     overrides = [*overrides, f"hydra.run.dir={run_dir}"]
     deployment = Deployment(supernodes, base, logs=run_dir / "flower", fast=fast, tls=tls)
     try:
-        deployment.start()
+        deployment.start_superlink()
         print(f"run directory: {run_dir}", flush=True)
-        submit = deployment.submit(overrides)
+        submit = deployment.submit(overrides)  # flwr run imports and uploads while the zygote finishes importing
+        deployment.start_supernodes()
         history, num_rounds = run_dir / "history.csv", int(cfg.num_rounds)
         with RoundProgress(num_rounds) as progress:
             def show(line: str) -> None:
