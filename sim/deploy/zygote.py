@@ -8,9 +8,12 @@ and `sim.deploy.warm_template`, the ClientApp's warm-up), in the deployment's en
 and working directory. Every SuperNode and SuperExec is then forked from it
 (`Zygote.start_process`: a process of its own, in the same state a fresh
 `python -m <module>` has after its imports, with its own environment, log and process
-title), and each SuperExec has its ClientApp tasks forked there too (`use_zygote`, given
-the zygote's socket in `ZYGOTE_ENV`). All of them start with the imports done, and share
-the zygote's memory until they write to it.
+title), and each SuperExec has its tasks forked there too (`use_zygote`, given the
+zygote's socket in `ZYGOTE_ENV`): the SuperNodes' ClientApps, and the ServerApp of the
+SuperLink's SuperExec. All of them start with the imports done, and share the zygote's
+memory until they write to it. What the template changes in Flower when imported (shims
+8 and 12 of `sim/federation/flower_internals.py`) holds in all of them; the SuperNodes
+apply shim 12 themselves anyway, and shim 8 is used only by `run_clientapp`.
 
 The zygote is a plain subprocess of the launcher (`flower`'s log folder gets its output in
 `zygote.log`), stopped by pid with the rest; its children are reaped by it and their exit
