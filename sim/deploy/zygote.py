@@ -121,10 +121,6 @@ class ForkedProcess:
     def pid(self) -> int:
         return int(self._process.pid)
 
-    @property
-    def returncode(self) -> int | None:
-        return self._process.exitcode
-
     def poll(self) -> int | None:
         """Its exit code, or None while it runs."""
         return self._process.exitcode
@@ -166,12 +162,11 @@ class Zygote:
         use_zygote(self.address, self._alive_w)
         return self.process
 
-    def start_process(self, module: str, argv: list[str], env: dict[str, str], log: Path,
-                      function: str = "main") -> ForkedProcess:
-        """Fork `python -m <module> argv` from the zygote (`module.function()` is its main), logging to `log`."""
+    def start_process(self, module: str, argv: list[str], env: dict[str, str], log: Path) -> ForkedProcess:
+        """Fork `python -m <module> argv` from the zygote (`module.main()` is its main), logging to `log`."""
         env = {**env, ZYGOTE_ENV: str(self.address)}
         process = multiprocessing.get_context("forkserver").Process(
-            target=run_forked, args=(f"{module}:{function}", argv, env, str(log)), name=module, daemon=False)
+            target=run_forked, args=(f"{module}:main", argv, env, str(log)), name=module, daemon=False)
         process.start()
         return ForkedProcess(process)
 
