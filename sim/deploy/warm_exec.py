@@ -23,9 +23,10 @@ In a local deployment (`ZYGOTE_ENV` set) this process and its tasks are forked f
 deployment's zygote (`sim/deploy/zygote.py`), which preloaded the template: no template
 of its own is started, and each task takes on this SuperExec's environment and log.
 `sim.deploy` starts one for its SuperLink and one per SuperNode, beside
-`sim.deploy.supernode`, and gives each SuperNode and its SuperExec a doorbell (`SIM_SUPEREXEC_DOORBELL`, `sim/deploy/doorbell.py`): the SuperNode rings when a
-message has arrived, and between rings this SuperExec polls only every `IDLE_POLL_S` instead
-of every `SUPEREXEC_POLL_S`.
+`sim.deploy.supernode`, each with a doorbell (`SIM_SUPEREXEC_DOORBELL`,
+`sim/deploy/doorbell.py`): the SuperNode rings its SuperExec when a message has arrived,
+`sim.deploy` rings the SuperLink's once `flwr run` has started the run, and between rings
+a SuperExec polls only every `IDLE_POLL_S` instead of every `SUPEREXEC_POLL_S`.
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ def serverapp_command(spec) -> list[str]:
 
 
 class WarmAppExecutor:
-    """Flower's executor interface (`flwr.supercore.superexec.executor.types.Executor`): ClientApp tasks
-    forked from a warm template, everything else handed to Flower's `SubprocessExecutor`."""
+    """Flower's executor interface (`flwr.supercore.superexec.executor.types.Executor`): ClientApp and
+    ServerApp tasks forked from a warm template, everything else handed to Flower's `SubprocessExecutor`."""
 
     def __init__(self, runner: Callable[..., None] | None = None):
         from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor

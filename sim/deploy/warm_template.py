@@ -1,7 +1,8 @@
 """The warm-up of `sim.deploy.warm_exec`'s template process, done by importing this module.
 
-The forkserver that every ClientApp task is forked from imports this module once, before
-its first fork: it imports the project's ClientApp module (and with it torch, Flower,
+The forkserver that every ClientApp (and a SuperLink's ServerApp) task is forked from, a
+SuperExec's own or a local deployment's zygote (`sim/deploy/zygote.py`), imports this
+module once, before its first fork: it imports the project's ClientApp module (and with it torch, Flower,
 Hydra and every library the app uses), then puts back what that import changed in Flower
 (the app module removes the simulation engine's pickup floor when imported), so each task
 starts from Flower as installed and imports its app from its FAB, as `flwr-clientapp` does.
