@@ -10,6 +10,9 @@
   most `NODE_IDLE_POLL_S` instead of polling its SuperLink every 0.2 s (shim 9); the
   deployment's ServerApp sends through `RingingGrid`, which rings them all once it has
   pushed messages.
+- **`sim.deploy` → the SuperLink's SuperExec.** It waits on its own doorbell the same way,
+  and the launcher rings it once `flwr run` says the run has started, so the ServerApp's
+  task is picked up at once.
 
 A ring that finds no socket (not up yet, or gone) is dropped: the next idle poll finds the
 work. Without the variables everything runs as before (fixed poll intervals).

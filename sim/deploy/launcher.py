@@ -100,7 +100,7 @@ class Deployment:
         self.port = free_port()
         self.home = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr") / f"deploy-{self.port}"
         self.env = flwr_environment(env, flwr_home=self.home)
-        self.procs: list = []  # subprocess.Popen, or the zygote's ForkedProcess (the same pid, poll, wait)
+        self.procs: list = []  # subprocess.Popen, or the zygote's ForkedProcess (the same pid and wait)
         self.nodes: list = []
         self.sockets: Path | None = None  # the doorbells' and the zygote's sockets (a short path: ~100 bytes at most)
         self.zygote: Zygote | None = None  # with `fast`: forks every SuperNode, SuperExec and ClientApp task

@@ -112,7 +112,7 @@ def run_forked(entry: str, argv: list[str], env: dict[str, str], log: str) -> No
 
 
 class ForkedProcess:
-    """A process forked by the zygote, with the part of `subprocess.Popen` that `sim.deploy` uses."""
+    """A process forked by the zygote, with the part of `subprocess.Popen` that `sim.deploy` uses (pid, wait)."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess):
         self._process = process
@@ -120,10 +120,6 @@ class ForkedProcess:
     @property
     def pid(self) -> int:
         return int(self._process.pid)
-
-    def poll(self) -> int | None:
-        """Its exit code, or None while it runs."""
-        return self._process.exitcode
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait at most `timeout` seconds for it to end; its exit code (None if it still runs)."""
