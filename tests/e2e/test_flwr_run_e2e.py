@@ -5,9 +5,9 @@ Small end-to-end runs on synthetic data over loopback, compared column by column
 deployment of 3 SuperNodes for 3 rounds over TLS (one client per message: equal within
 1e-5 relative before the kill) beside which the test starts a second SuperNode for client
 2 and one with a bad partition id: the node serving client 2 is stopped after round 1, the
-other takes over without the run waiting, the bad one is refused in one line. Every
-Flower process a test started is stopped by pid and checked gone; each uses its own
-FLWR_HOME and free ports.
+other takes over without the run waiting, the bad one is refused in one line; and a
+deployment interrupted with Ctrl-C mid-run. Every Flower process a test started is stopped
+by pid and checked gone; each uses its own FLWR_HOME and free ports.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -243,3 +244,46 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
     assert {f"supernode-{k}.log" for k in range(3)} <= set(logs)
     assert not [name for name, text in logs.items() if "insecure" in text.lower()]  # Flower warns on --insecure
     assert not any((REPO / ".flwr").glob("deploy-*"))  # the certificates went with the deployment's state
+
+
+def _as_from_a_terminal() -> None:
+    """In the child: SIGINT back to its default, as in a terminal's foreground job. A shell that
+    starts a job in the background (`cmd &`, `nohup`) sets SIGINT ignored, its children inherit
+    that, and Python then leaves Ctrl-C ignored: under such a CI shell the SIGINT would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_the_deployment_forked(tmp_path, data_dir):
+    """Ctrl-C (SIGINT) mid-run: `python -m sim.deploy` exits 130 with its one line, and every process
+    below it (the zygote, the SuperLink, every SuperNode and SuperExec, their tasks) is gone, as is
+    Flower's state for the deployment; the finished rounds stay in history.csv."""
+    args = [*SMALL, "num_clients=2", "clients_per_round=2", "num_rounds=50", f"dataset.data_dir={data_dir}"]
+    home, log_path = tmp_path / "flwr-home", tmp_path / "deploy.log"
+    with log_path.open("w") as out:  # a file, not a pipe: nothing below the launcher can hold the test up
+        proc = subprocess.Popen([os.sys.executable, "-m", "sim.deploy", "--supernodes", "2", *args], cwd=tmp_path,
+                                env={**os.environ, "FLWR_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=_as_from_a_terminal)
+    parent, seen = psutil.Process(proc.pid), {}
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen.update({p.pid: p for p in parent.children(recursive=True)})
+            dirs = run_dirs(tmp_path)
+            if dirs and _rows(dirs[0] / "history.csv") >= 2:  # rounds 0 and 1 are in
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # as Ctrl-C sends it
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            stop_tree(parent)
+            proc.wait(timeout=30)
+    out = log_path.read_text()
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted by SIGINT: every SuperLink and SuperNode process started here was stopped" in out
+    assert len(seen) >= 7  # the zygote, the SuperLink and its SuperExec, two SuperNodes and theirs, flwr run...
+    assert still_alive(list(seen.values())) == []
+    assert not list(home.glob("deploy-*"))  # Flower's state for the deployment went with it
+    (run_dir,) = run_dirs(tmp_path)
+    assert _rows(run_dir / "history.csv") >= 2
