@@ -347,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[sim.deploy] %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # Ctrl-C stops it as it stops `python -m sim`, also when a background shell (`cmd &`, nohup) left SIGINT ignored
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _terminated),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     try:
         deploy(args.supernodes, list(args.overrides), Path.cwd(), fast=args.nodes == "fast", tls=args.tls)
     except ConfigError as err:
@@ -362,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 

@@ -246,24 +246,23 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
     assert not any((REPO / ".flwr").glob("deploy-*"))  # the certificates went with the deployment's state
 
 
-def _as_from_a_terminal() -> None:
-    """In the child: SIGINT back to its default, as in a terminal's foreground job. A shell that
-    starts a job in the background (`cmd &`, `nohup`) sets SIGINT ignored, its children inherit
-    that, and Python then leaves Ctrl-C ignored: under such a CI shell the SIGINT would do nothing."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _sigint_ignored() -> None:
+    """In the child, before exec: SIGINT ignored, as a non-interactive shell starts a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_the_deployment_forked(tmp_path, data_dir):
     """Ctrl-C (SIGINT) mid-run: `python -m sim.deploy` exits 130 with its one line, and every process
     below it (the zygote, the SuperLink, every SuperNode and SuperExec, their tasks) is gone, as is
-    Flower's state for the deployment; the finished rounds stay in history.csv."""
+    Flower's state for the deployment; the finished rounds stay in history.csv. Also when the
+    launcher inherited SIGINT ignored, as a shell's background job (`cmd &`, nohup) does."""
     args = [*SMALL, "num_clients=2", "clients_per_round=2", "num_rounds=50", f"dataset.data_dir={data_dir}"]
     home, log_path = tmp_path / "flwr-home", tmp_path / "deploy.log"
     with log_path.open("w") as out:  # a file, not a pipe: nothing below the launcher can hold the test up
         proc = subprocess.Popen([os.sys.executable, "-m", "sim.deploy", "--supernodes", "2", *args], cwd=tmp_path,
                                 env={**os.environ, "FLWR_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_as_from_a_terminal)
+                                preexec_fn=_sigint_ignored)
     parent, seen = psutil.Process(proc.pid), {}
     try:
         deadline = time.monotonic() + 300
