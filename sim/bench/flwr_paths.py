@@ -15,12 +15,16 @@ clients, all of them every round), one after another:
                                                                  fast polls, ClientApps forked warm)
     deploy-flower  the same with `--nodes flower`              (Flower's own SuperNodes: 3 s polls,
                                                                  a new process per message)
+    flower-floor   `flwr run` of an app that does nothing but   (`sim/bench/flower_floor.py`: Flower's own
+                   one message and its reply                     start, which no app can go below)
 
 Per path: median round time over rounds >= 2 (`sim.bench.measure.median_round_s`), its
 ratio to `sim`, start to first round (launch to the round-0 row of history.csv, which
 includes starting the SuperLink and SuperNodes), wall time, and the largest relative
-difference of the metric columns from `sim`. Targets (issue 10): flwr-run round <= 1.10x,
-deploy <= 1.5x, start to first round <= 15 s. Rows go to `<out>/flwr_paths.csv`.
+difference of the metric columns from `sim`. For flower-floor, start is launch to its first
+reply, and `listing_s` on the flwr-run row is Flower's CLI listing this checkout's files
+for the FAB (`.venv/` included), part of `flwr run .`'s start. Targets (issue 10): flwr-run
+round <= 1.10x, deploy <= 1.5x, start to first round <= 15 s. Rows go to `<out>/flwr_paths.csv`.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from sim.bench import flower_floor
 from sim.bench import workloads as wl
 from sim.bench.measure import max_relative_difference, median_round_s
 from sim.deploy.processes import PROJECT, flwr_environment, free_port, local_superlinks, stop_tree
 
 log = logging.getLogger("sim.bench")
-PATHS = ("sim", "flwr-run", "deploy", "deploy-flower")
+PATHS = ("sim", "flwr-run", "deploy", "deploy-flower", "flower-floor")
 
 
 def _run(command: list[str], cwd: Path, env: dict | None, history_glob: str, log_path: Path, timeout: float):
@@ -87,28 +92,38 @@ def bench(overrides: list[str], supernodes: int, workers: int, out: Path, timeou
         cwd = out / name
         cwd.mkdir(parents=True, exist_ok=True)
         env, home = None, cwd / ".flwr"
+        if name in ("flwr-run", "flower-floor"):  # a local SuperLink of its own: own FLWR_HOME and ports
+            env = flwr_environment(flwr_home=home)
+            env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()), FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
+        marks = cwd / "marks.txt"
         if name == "sim":
             command = [sys.executable, "-m", "sim", *overrides]
         elif name == "flwr-run":
-            env = flwr_environment(flwr_home=home)
-            env.update(FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()), FLWR_LOCAL_CONTROL_API_PORT=str(free_port()))
             command = ["flwr", "run", str(PROJECT), "--stream", "--run-config",
                        f"overrides={json.dumps(' '.join(overrides))}",
+                       "--federation-config", f"num-supernodes={workers} {simulation_resources(overrides)}"]
+        elif name == "flower-floor":
+            command = ["flwr", "run", str(flower_floor.make_project(cwd / "app")), "--stream",
+                       "--run-config", f"marks={json.dumps(str(marks))}",
                        "--federation-config", f"num-supernodes={workers} {simulation_resources(overrides)}"]
         else:
             own = ["--nodes", "flower"] if name == "deploy-flower" else []
             command = [sys.executable, "-m", "sim.deploy", "--supernodes", str(supernodes), *own, *overrides]
         log.info("%s: %s", name, " ".join(command))
+        launched = time.time()
         try:
             code, wall, start_s, run_dir = _run(command, cwd, env, glob, cwd / f"{name}.log", timeout)
         finally:
             for link in local_superlinks(home):  # flwr run leaves its local SuperLink up: stop it by pid
                 stop_tree(link)
+        if name == "flower-floor":
+            start_s = flower_floor.first_reply_s(marks, launched)
         history = pd.read_csv(run_dir / "history.csv") if run_dir else None
         histories[name] = history
         rows.append({
             "path": name, "returncode": code, "round_s": median_round_s(history) if history is not None else math.nan,
             "start_s": round(start_s, 2), "wall_s": round(wall, 1), "run_dir": str(run_dir),
+            "listing_s": round(flower_floor.listing_s(PROJECT), 2) if name == "flwr-run" else math.nan,
         })
     table = pd.DataFrame(rows)
     base = table.loc[0, "round_s"]
