@@ -246,11 +246,6 @@ def test_deploy_three_supernodes_over_tls_one_stopped_mid_run(tmp_path, data_dir
     assert not any((REPO / ".flwr").glob("deploy-*"))  # the certificates went with the deployment's state
 
 
-def _sigint_ignored() -> None:
-    """In the child, before exec: SIGINT ignored, as a non-interactive shell starts a background job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_the_deployment_forked(tmp_path, data_dir):
     """Ctrl-C (SIGINT) mid-run: `python -m sim.deploy` exits 130 with its one line, and every process
@@ -260,9 +255,10 @@ def test_ctrl_c_stops_every_process_the_deployment_forked(tmp_path, data_dir):
     args = [*SMALL, "num_clients=2", "clients_per_round=2", "num_rounds=50", f"dataset.data_dir={data_dir}"]
     home, log_path = tmp_path / "flwr-home", tmp_path / "deploy.log"
     with log_path.open("w") as out:  # a file, not a pipe: nothing below the launcher can hold the test up
-        proc = subprocess.Popen([os.sys.executable, "-m", "sim.deploy", "--supernodes", "2", *args], cwd=tmp_path,
-                                env={**os.environ, "FLWR_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_sigint_ignored)
+        # as a non-interactive shell starts a background job: SIGINT ignored, then exec
+        proc = subprocess.Popen(["sh", "-c", 'trap "" INT; exec "$@"', "sh", os.sys.executable, "-m", "sim.deploy",
+                                 "--supernodes", "2", *args], cwd=tmp_path, env={**os.environ, "FLWR_HOME": str(home)},
+                                stdout=out, stderr=subprocess.STDOUT)
     parent, seen = psutil.Process(proc.pid), {}
     try:
         deadline = time.monotonic() + 300
