@@ -23,11 +23,14 @@ def test_the_project_is_a_flower_app_whose_components_load(tmp_path, monkeypatch
     fab = build_fab_from_disk(project)
     with zipfile.ZipFile(BytesIO(fab)) as bundle:
         assert bundle.read("flowerfloor/apps.py").decode() == open(flower_floor.__file__).read()
-    monkeypatch.syspath_prepend(str(project))
-    monkeypatch.delitem(sys.modules, "flowerfloor.apps", raising=False)
+    monkeypatch.syspath_prepend(str(project))  # sys.path comes back after the test
     components = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
-    assert isinstance(load_app(components["serverapp"], ValueError, str(project)), ServerApp)
-    assert isinstance(load_app(components["clientapp"], ValueError, str(project)), ClientApp)
+    try:
+        assert isinstance(load_app(components["serverapp"], ValueError, str(project)), ServerApp)
+        assert isinstance(load_app(components["clientapp"], ValueError, str(project)), ClientApp)
+    finally:
+        for name in ("flowerfloor.apps", "flowerfloor"):  # imported from this test's folder only
+            sys.modules.pop(name, None)
 
 
 def test_the_client_app_answers_a_query(task_identity):
